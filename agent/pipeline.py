@@ -1,0 +1,137 @@
+"""The audio path, built from settings: VAD -> STT -> LLM -> TTS, each stage one provider module.
+
+Models load once per worker process (`load`), and every session shares them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+
+from livekit import api
+from livekit.agents import Agent, AgentServer, AgentSession, llm, stt, tts, vad
+from livekit.agents.voice import ConversationItemAddedEvent
+from livekit.plugins import openai, silero
+
+from agent.settings import AgentSettings
+
+logger = logging.getLogger("agent.pipeline")
+
+MAX_SESSIONS = 4
+
+
+@dataclass
+class Models:
+    vad: vad.VAD
+    stt: stt.STT
+    llm: llm.LLM
+    tts: tts.TTS
+    turn_detector: object | None = None
+
+
+def build_stt(s: AgentSettings) -> stt.STT:
+    from agent.providers.whisper_stt import WhisperSTT
+
+    return WhisperSTT(model=s.stt_model, language=s.stt_language, beam_size=s.stt_beam_size, cpu_threads=s.cpu_threads)
+
+
+def build_llm(s: AgentSettings) -> llm.LLM:
+    if s.llm_provider == "openai":
+        return openai.LLM(model=s.llm_model, base_url=s.llm_base_url, api_key=s.llm_api_key or "no-key")
+    from agent.models import packaged_gguf
+    from agent.providers.llama_llm import LlamaLLM
+
+    return LlamaLLM(
+        model_path=s.llm_gguf_path or str(packaged_gguf()),
+        n_ctx=s.llm_context_tokens,
+        n_threads=s.cpu_threads,
+        temperature=s.llm_temperature,
+        max_tokens=s.llm_max_tokens,
+    )
+
+
+def build_tts(s: AgentSettings) -> tts.TTS:
+    from agent.providers.hibari_tts import HibariTTS
+
+    return HibariTTS(voice=s.tts_voice, speed=s.tts_speed, threads=s.cpu_threads)
+
+
+def build_vad(s: AgentSettings) -> vad.VAD:
+    return silero.VAD.load(min_silence_duration=s.vad_min_silence_s)
+
+
+def load(s: AgentSettings, warm_agent: Agent | None = None) -> Models:
+    models = Models(vad=build_vad(s), stt=build_stt(s), llm=build_llm(s), tts=build_tts(s))
+    if s.turn_detection == "model":
+        from livekit.agents.inference import TurnDetector
+
+        models.turn_detector = TurnDetector()
+    warm = getattr(models.llm, "warm", None)
+    if warm and warm_agent is not None:
+        ctx = llm.ChatContext()
+        ctx.add_message(role="system", content=warm_agent.instructions)
+        ctx.add_message(role="user", content="Hello")
+        logger.info("LLM prompt prefix warmed in %.2f s", warm(ctx, list(warm_agent.tools)))
+    return models
+
+
+def turn_handling(s: AgentSettings, models: Models) -> dict:
+    return {
+        "turn_detection": models.turn_detector if models.turn_detector is not None else "vad",
+        "endpointing": {"min_delay": s.endpointing_min_delay_s, "max_delay": s.endpointing_max_delay_s},
+    }
+
+
+def session_load(server: AgentServer) -> float:
+    """Load by sessions rather than machine CPU: on 2 cores the models alone keep the CPU busy."""
+    return min(1.0, len(server.active_jobs) / MAX_SESSIONS)
+
+
+def log_turn_metrics(session: AgentSession) -> None:
+    @session.on("conversation_item_added")
+    def _on_item(ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        metrics = getattr(item, "metrics", None)
+        if metrics:
+            fields = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+            logger.info("turn %s: %s", getattr(item, "role", "?"), fields)
+
+
+def fail(message: str) -> None:
+    print(f"agent: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def preflight(s: AgentSettings) -> None:
+    """Checks what would otherwise fail later as a traceback wall, and stops with one line."""
+    from agent.models import ModelMissingError, packaged_gguf, whisper_model
+
+    try:
+        whisper_model(s.stt_model)
+        if s.llm_provider == "local":
+            import importlib.util
+
+            if importlib.util.find_spec("llama_cpp") is None:
+                fail("llama-cpp-python is not installed: run `bash scripts/setup` (it builds it for this CPU)")
+            if not s.llm_gguf_path:
+                packaged_gguf()
+    except ModelMissingError as exc:
+        fail(str(exc))
+    asyncio.run(_check_server(s))
+
+
+async def _check_server(s: AgentSettings) -> None:
+    http_url = s.livekit_url.replace("ws://", "http://").replace("wss://", "https://")
+    lkapi = api.LiveKitAPI(http_url, s.livekit_api_key, s.livekit_api_secret)
+    try:
+        await lkapi.room.list_rooms(api.ListRoomsRequest())
+    except api.TwirpError as exc:
+        if exc.status in (401, 403) or "unauthenticated" in str(exc.code):
+            fail(f"livekit-server at {s.livekit_url} rejected LIVEKIT_API_KEY/LIVEKIT_API_SECRET: set the keys it uses")
+        fail(f"livekit-server at {s.livekit_url} answered {exc.status}: {exc.message}")
+    except Exception as exc:  # connection refused, DNS, TLS
+        fail(f"cannot reach livekit-server at {s.livekit_url} ({type(exc).__name__}): start it or fix LIVEKIT_URL")
+    finally:
+        await lkapi.aclose()

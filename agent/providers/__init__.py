@@ -1,0 +1,1 @@
+"""One module per provider, each behind a livekit-agents plugin interface."""

@@ -1,0 +1,283 @@
+"""Local LLM with llama.cpp (llama-cpp-python), as a livekit-agents `llm.LLM`.
+
+The prompt is rendered with the model's own chat template (tools included), so the system prompt and
+tool schema form a constant prefix that llama.cpp keeps evaluated between turns and sessions.
+Small models write tool calls as text (`<tool_call>` tags, fenced or bare JSON); `ToolCallParser`
+turns them into real function calls and streams everything else as speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm, utils
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+logger = logging.getLogger("agent.llm")
+
+TOOL_MARKERS = ("<tool_call>", "```", '{"name"')
+STOP = ["<|im_end|>", "<|endoftext|>", "</tool_call>\n\n"]
+
+
+@lru_cache(maxsize=2)
+def load_llama(model_path: str, n_ctx: int, n_threads: int):
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:  # built by scripts/setup with CPU-specific flags
+        raise RuntimeError("llama-cpp-python is not installed: run `bash scripts/setup` (see README)") from exc
+    return Llama(
+        model_path=model_path,
+        n_ctx=n_ctx,
+        n_threads=n_threads,
+        n_threads_batch=n_threads,
+        n_batch=512,
+        verbose=False,
+    )
+
+
+@lru_cache(maxsize=2)
+def _template(source: str):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(ValueError(message))
+    env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
+    return env.from_string(source)
+
+
+def _plain_messages(chat_ctx: llm.ChatContext) -> list[dict[str, Any]]:
+    messages, _ = chat_ctx.to_provider_format("openai")
+    out = []
+    for msg in messages:
+        msg = dict(msg)
+        if msg.get("role") == "developer":
+            msg["role"] = "system"
+        content = msg.get("content")
+        if isinstance(content, list):
+            msg["content"] = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if msg.get("tool_calls"):
+            calls = []
+            for call in msg["tool_calls"]:
+                fn = dict(call["function"])
+                try:
+                    fn["arguments"] = json.loads(fn["arguments"] or "{}")
+                except (TypeError, json.JSONDecodeError):
+                    pass
+                calls.append({**call, "function": fn})
+            msg["tool_calls"] = calls
+        out.append(msg)
+    return out
+
+
+@dataclass
+class ParsedCall:
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolCallParser:
+    """Splits streamed model text into speech and tool calls written as text."""
+
+    def __init__(self, tool_names: set[str]) -> None:
+        self._tool_names = tool_names
+        self._pending = ""
+        self._tool_text: str | None = None
+
+    def feed(self, text: str) -> str:
+        """Returns the text that is safe to speak now."""
+        if self._tool_text is not None or not self._tool_names:
+            if self._tool_text is not None:
+                self._tool_text += text
+                return ""
+            return text
+        self._pending += text
+        hits = [i for i in (self._pending.find(m) for m in TOOL_MARKERS) if i >= 0]
+        if hits:
+            cut = min(hits)
+            speak, self._tool_text = self._pending[:cut], self._pending[cut:]
+            self._pending = ""
+            return speak
+        hold = max((k for m in TOOL_MARKERS for k in range(1, len(m)) if self._pending.endswith(m[:k])), default=0)
+        speak, self._pending = self._pending[: len(self._pending) - hold], self._pending[len(self._pending) - hold :]
+        return speak
+
+    def finish(self) -> tuple[str, list[ParsedCall]]:
+        """Returns the remaining speech and the tool calls found."""
+        if self._tool_text is None:
+            rest, self._pending = self._pending, ""
+            return rest, []
+        calls = [c for c in parse_tool_calls(self._tool_text) if c.name in self._tool_names]
+        if calls:
+            return "", calls
+        # Not a call after all (code or a stray brace): speak it without markup.
+        return re.sub(r"```\w*|</?tool_call>", "", self._tool_text).strip(), []
+
+
+def parse_tool_calls(text: str) -> list[ParsedCall]:
+    calls = []
+    decoder = json.JSONDecoder()
+    i = 0
+    while (i := text.find("{", i)) >= 0:
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            i += 1
+            continue
+        i = end
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            args = obj.get("arguments", obj.get("parameters", {}))
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except json.JSONDecodeError:
+                    args = {}
+            calls.append(ParsedCall(obj["name"], args if isinstance(args, dict) else {}))
+    return calls
+
+
+class LlamaLLM(llm.LLM):
+    def __init__(
+        self,
+        *,
+        model_path: str,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        temperature: float = 0.2,
+        max_tokens: int = 200,
+    ) -> None:
+        super().__init__()
+        self._model_path = model_path
+        self._llama = load_llama(model_path, n_ctx, n_threads)
+        self._template = _template(self._llama.metadata["tokenizer.chat_template"])
+        self._temperature = temperature
+        self._max_tokens = max_tokens
+        # One llama.cpp context: generations run one at a time.
+        self.lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return self._model_path.rsplit("/", 1)[-1]
+
+    @property
+    def provider(self) -> str:
+        return "llama.cpp"
+
+    def render(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> str:
+        schemas = llm.ToolContext(tools).parse_function_tools("openai", strict=False) if tools else None
+        return self._template.render(
+            messages=_plain_messages(chat_ctx), tools=schemas, add_generation_prompt=True
+        )
+
+    def warm(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> float:
+        """Evaluates the prompt prefix (system prompt + tools) so the first turn starts from cache."""
+        started = time.perf_counter()
+        with self.lock:
+            for _ in self._llama.create_completion(self.render(chat_ctx, tools), max_tokens=1, stream=True):
+                pass
+        return time.perf_counter() - started
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> LlamaStream:
+        offer_tools = tools or []
+        if tool_choice == "none":
+            offer_tools = []
+        return LlamaStream(self, chat_ctx=chat_ctx, tools=offer_tools, conn_options=conn_options)
+
+
+class LlamaStream(llm.LLMStream):
+    def __init__(
+        self, model: LlamaLLM, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool], conn_options: APIConnectOptions
+    ) -> None:
+        super().__init__(model, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        self._model = model
+
+    async def _run(self) -> None:
+        request_id = utils.shortuuid("llama_")
+        prompt = self._model.render(self._chat_ctx, self._tools)
+        tool_names = set(llm.ToolContext(self._tools).function_tools)
+        parser = ToolCallParser(tool_names)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+        usage = {"prompt": 0, "completion": 0}
+
+        def generate() -> None:
+            try:
+                with self._model.lock:
+                    llama = self._model._llama
+                    usage["prompt"] = len(llama.tokenize(prompt.encode(), add_bos=False, special=True))
+                    for part in llama.create_completion(
+                        prompt,
+                        max_tokens=self._model._max_tokens,
+                        temperature=self._model._temperature,
+                        stop=STOP,
+                        stream=True,
+                    ):
+                        if stop.is_set():
+                            break
+                        usage["completion"] += 1
+                        loop.call_soon_threadsafe(queue.put_nowait, part["choices"][0]["text"])
+            except BaseException as exc:  # surfaced to the session as an API error
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = threading.Thread(target=generate, name="llama-generate", daemon=True)
+        worker.start()
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise APIConnectionError(f"llama.cpp failed: {item}") from item
+                if speak := parser.feed(item):
+                    self._send_text(request_id, speak)
+            rest, calls = parser.finish()
+            if rest:
+                self._send_text(request_id, rest)
+            if calls:
+                self._event_ch.send_nowait(
+                    llm.ChatChunk(
+                        id=request_id,
+                        delta=llm.ChoiceDelta(
+                            role="assistant",
+                            tool_calls=[
+                                llm.FunctionToolCall(
+                                    name=c.name, arguments=json.dumps(c.arguments), call_id=utils.shortuuid("call_")
+                                )
+                                for c in calls
+                            ],
+                        ),
+                    )
+                )
+            self._event_ch.send_nowait(
+                llm.ChatChunk(
+                    id=request_id,
+                    usage=llm.CompletionUsage(
+                        completion_tokens=usage["completion"],
+                        prompt_tokens=usage["prompt"],
+                        total_tokens=usage["prompt"] + usage["completion"],
+                    ),
+                )
+            )
+        finally:
+            stop.set()
+
+    def _send_text(self, request_id: str, text: str) -> None:
+        self._event_ch.send_nowait(
+            llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=text))
+        )

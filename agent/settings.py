@@ -1,0 +1,56 @@
+"""One typed settings object for the agent worker, read from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    livekit_url: str = "ws://127.0.0.1:7880"
+    livekit_api_key: str = "devkey"
+    livekit_api_secret: str = Field(default="devsecret-local-only-change-me-0123456789", repr=False)
+    agent_name: str = "voice-agent"
+    # The worker's health/HTTP port; 0 picks a free one.
+    agent_http_port: int = 8081
+
+    # STT: "base" (packaged multilingual Whisper base), "tiny.en" (packaged), or any faster-whisper
+    # model name/path (downloaded on first use where the hub is reachable).
+    stt_model: str = "base"
+    stt_language: str = "en"
+    stt_beam_size: int = Field(default=5, ge=1, le=10)
+
+    # LLM: an OpenAI-compatible endpoint when LLM_BASE_URL is set, the local llama.cpp model otherwise.
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: str | None = Field(default=None, repr=False)
+    llm_gguf_path: str | None = None
+    llm_context_tokens: int = Field(default=4096, ge=512)
+    llm_max_tokens: int = Field(default=200, ge=16)
+    llm_temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+
+    # TTS: hibari's packaged voice.
+    tts_voice: str = "heart"
+    tts_speed: float = Field(default=1.0, gt=0.25, le=4.0)
+
+    # Turn taking: "model" = local end-of-turn model + VAD, "vad" = VAD silence only.
+    turn_detection: Literal["model", "vad"] = "vad"
+    vad_min_silence_s: float = Field(default=0.35, ge=0.1, le=3.0)
+    endpointing_min_delay_s: float = Field(default=0.2, ge=0.0, le=5.0)
+    endpointing_max_delay_s: float = Field(default=2.0, ge=0.1, le=10.0)
+
+    cpu_threads: int = Field(default=2, ge=1)
+
+    @property
+    def llm_provider(self) -> Literal["openai", "local"]:
+        return "openai" if self.llm_base_url else "local"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> AgentSettings:
+    return AgentSettings()

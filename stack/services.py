@@ -1,0 +1,252 @@
+"""Child processes with readiness checks, log capture and clean shutdown."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from stack.settings import StackSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class StackError(RuntimeError):
+    """Start-up failed; the message is one line that names the fix."""
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    return check
+
+
+def check_port_free(port: int, what: str, udp: bool = False) -> None:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if not udp:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0" if udp else "127.0.0.1", port))
+        except OSError:
+            proto = "udp" if udp else "tcp"
+            raise StackError(
+                f"port {port}/{proto} for {what} is already in use: stop what holds it "
+                f"(`ss -lnp{'u' if udp else 't'}p | grep :{port}`) or choose another port in .env"
+            ) from None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready: Callable[[], bool] | None = None
+    ready_line: str | None = None
+    log_path: Path | None = None
+    echo: bool = False
+    stop_timeout: float = 15.0
+    proc: subprocess.Popen | None = None
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=40))
+    _line_seen: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, name=f"log-{self.name}", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None
+        try:
+            for raw in self.proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip()
+                self.tail.append(line)
+                if log:
+                    log.write(line + "\n")
+                    log.flush()
+                if self.echo:
+                    print(f"{self.name:>13} | {line}", flush=True)
+                if self.ready_line and self.ready_line in line:
+                    self._line_seen.set()
+        finally:
+            if log:
+                log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def last_words(self) -> str:
+        lines = [line for line in self.tail if line.strip()]
+        return lines[-1] if lines else "(no output)"
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StackError(f"{self.name} exited during start-up: {self.last_words()}")
+            line_ok = self.ready_line is None or self._line_seen.is_set()
+            if line_ok and (self.ready is None or self.ready()):
+                return
+            time.sleep(0.1)
+        raise StackError(f"{self.name} was not ready after {timeout:.0f} s; last output: {self.last_words()}")
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def livekit_binary() -> str:
+    """The livekit-server that scripts/setup found or built."""
+    for candidate in (os.environ.get("LIVEKIT_SERVER_BIN"), str(REPO / ".tools" / "bin" / "livekit-server")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise StackError("livekit-server not found: run `bash scripts/setup` (it builds it with Go) or set LIVEKIT_SERVER_BIN")
+
+
+class Stack:
+    """livekit-server + agent worker + token server, on loopback, with the given ports."""
+
+    def __init__(
+        self,
+        settings: StackSettings | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        echo: bool = False,
+        with_agent: bool = True,
+    ) -> None:
+        self.settings = s = settings or StackSettings()
+        self.log_dir = log_dir
+        self.echo = echo
+        self.with_agent = with_agent
+        self.livekit_url = f"ws://127.0.0.1:{s.livekit_port}"
+        self.token_url = f"http://127.0.0.1:{s.token_server_port}"
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "LIVEKIT_URL": self.livekit_url,
+            "LIVEKIT_API_KEY": s.livekit_api_key,
+            "LIVEKIT_API_SECRET": s.livekit_api_secret,
+            "TOKEN_SERVER_PORT": str(s.token_server_port),
+            "AGENT_HTTP_PORT": str(s.agent_http_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.services: list[Service] = []
+        self._tmp = tempfile.TemporaryDirectory(prefix="stack-")
+
+    def _log(self, name: str) -> Path | None:
+        return self.log_dir / f"{name}.log" if self.log_dir else None
+
+    def _livekit_config(self) -> str:
+        config = yaml.safe_load((REPO / "livekit.yaml").read_text())
+        config["port"] = self.settings.livekit_port
+        config["rtc"]["tcp_port"] = self.settings.livekit_rtc_tcp_port
+        config["rtc"]["udp_port"] = self.settings.livekit_rtc_udp_port
+        path = Path(self._tmp.name) / "livekit.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    def check_ports(self) -> None:
+        s = self.settings
+        check_port_free(s.livekit_port, "livekit-server signalling")
+        check_port_free(s.livekit_rtc_tcp_port, "livekit-server ICE/TCP")
+        check_port_free(s.livekit_rtc_udp_port, "livekit-server ICE/UDP", udp=True)
+        check_port_free(s.token_server_port, "the token server")
+        if self.with_agent:
+            check_port_free(s.agent_http_port, "the agent worker's health server")
+
+    def start(self, agent_timeout: float = 300.0) -> None:
+        self.check_ports()
+        s = self.settings
+        python = sys.executable
+        livekit = Service(
+            "livekit-server",
+            [livekit_binary(), "--config", self._livekit_config()],
+            {**self.env, "LIVEKIT_KEYS": f"{s.livekit_api_key}: {s.livekit_api_secret}"},
+            ready=http_ok(f"http://127.0.0.1:{s.livekit_port}/"),
+            log_path=self._log("livekit-server"),
+            echo=self.echo,
+        )
+        self._run(livekit, 30)
+        if self.with_agent:
+            agent = Service(
+                "agent",
+                [python, "-m", "agent.main", "start"],
+                self.env,
+                ready_line="registered worker",
+                log_path=self._log("agent"),
+                echo=self.echo,
+            )
+            self._run(agent, agent_timeout)
+        token = Service(
+            "token-server",
+            [python, "-m", "token_server"],
+            self.env,
+            ready=http_ok(f"{self.token_url}/healthz"),
+            log_path=self._log("token-server"),
+            echo=self.echo,
+        )
+        self._run(token, 30)
+
+    def _run(self, service: Service, timeout: float) -> None:
+        self.services.append(service)
+        service.start()
+        service.wait_ready(timeout)
+
+    def dead(self) -> Service | None:
+        return next((svc for svc in self.services if not svc.alive()), None)
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,18 @@
+"""Settings the stack launcher needs (the services read the rest of the same env themselves)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    livekit_api_key: str = "devkey"
+    livekit_api_secret: str = Field(default="devsecret-local-only-change-me-0123456789", repr=False)
+    livekit_port: int = 7880
+    livekit_rtc_tcp_port: int = 7881
+    livekit_rtc_udp_port: int = 7882
+    token_server_port: int = 8080
+    agent_http_port: int = 8081

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stack.services import Stack, free_port
+from stack.settings import StackSettings
+from tests.support.openai_standin import OpenAIStandIn
+
+
+def loopback_ports() -> StackSettings:
+    return StackSettings(
+        livekit_port=free_port(),
+        livekit_rtc_tcp_port=free_port(),
+        livekit_rtc_udp_port=free_port(),
+        token_server_port=free_port(),
+        agent_http_port=free_port(),
+    )
+
+
+@pytest.fixture(scope="module")
+def scripted_llm() -> Iterator[OpenAIStandIn]:
+    server = OpenAIStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(scripted_llm: OpenAIStandIn, artifacts) -> Iterator[Stack]:
+    """livekit-server + agent worker (local STT/TTS, scripted OpenAI-compatible LLM) + token server."""
+    log_dir = artifacts / "e2e-logs"
+    log_dir.mkdir(exist_ok=True)
+    env = {"LLM_BASE_URL": scripted_llm.base_url, "LLM_API_KEY": "test-key", "LLM_MODEL": "scripted-model"}
+    with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
+        yield running

@@ -1,0 +1,68 @@
+"""One spoken turn through a real livekit-server: question audio in, the agent's spoken answer out."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+from agent.providers.whisper_stt import WhisperSTT
+from tests.support.rtc_client import Client
+from tests.support.speech import SAMPLE_RATE, speak
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+async def test_spoken_question_gets_spoken_answer_with_tool(stack, scripted_llm):
+    client = Client(stack.token_url)
+    await client.join()
+    try:
+        # The agent is dispatched by the token's room config, greets, then listens.
+        await client.wait_for(lambda: client.agent_identity is not None, 30, "the agent's audio track")
+        await client.wait_for(lambda: any("help" in t.lower() for t in client.texts(client.agent_identity)), 30,
+                              "the greeting transcript")
+        await client.quiet(0.6)
+
+        asked_at = time.monotonic()
+        await client.say(speak("What time is it in Tokyo?"))
+        question_end = client.last_voiced_at
+        assert question_end is not None
+
+        await client.wait_for(lambda: len(scripted_llm.requests) >= 2, 30, "the LLM's second request (after the tool)")
+        await client.wait_for(lambda: client.speech_since(question_end) is not None, 30, "the agent's spoken answer")
+        first_audio = client.speech_since(question_end)
+        await client.wait_for(
+            lambda: any("tokyo" in t.lower() for t in client.texts(client.agent_identity)), 30, "the answer transcript"
+        )
+        await client.quiet(1.0)
+    finally:
+        await client.close()
+
+    voice_to_voice = first_audio - question_end
+    print(f"\nvoice-to-voice (last voiced frame of the question -> first agent audio): {voice_to_voice * 1000:.0f} ms")
+
+    # The user's words reached the agent's STT and came back on lk.transcription with the user's identity.
+    heard = " ".join(client.texts("e2e-user")).lower()
+    assert "time" in heard and "tokyo" in heard, heard
+
+    # The LLM was asked with the tool offered, called it, and got the tool's real result back.
+    first, second = scripted_llm.requests[0], scripted_llm.requests[1]
+    assert [t["function"]["name"] for t in first["tools"]] == ["get_time"]
+    assert scripted_llm.headers[0]["Authorization"] == "Bearer test-key"
+    assert first["model"] == "scripted-model"
+    tool_result = second["messages"][-1]
+    assert tool_result["role"] == "tool"
+    assert re.search(r"\d\d:\d\d on \w+day, \w+ \d+ \(Asia/Tokyo\)", tool_result["content"]), tool_result
+
+    # What the agent said (its transcript) quotes the tool's result ...
+    said = " ".join(client.texts(client.agent_identity))
+    assert tool_result["content"] in said, said
+
+    # ... and the audio the client received says it too.
+    reply = client.agent_audio(asked_at).astype(np.float32) / 32768.0
+    assert reply.size > SAMPLE_RATE, "less than a second of agent audio"
+    words = WhisperSTT(model="base").transcribe(reply).lower()
+    print(f"agent audio transcribed: {words!r}")
+    assert "tokyo" in words and "time" in words, words

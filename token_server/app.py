@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +30,10 @@ CLIENT_ROOM_CONFIG_KEYS = {"agents"}
 
 
 class BodyLimit:
-    """Refuses request bodies over a size limit with 413, whether or not Content-Length is sent."""
+    """Refuses request bodies over a size limit with 413, whether or not Content-Length is sent.
+
+    Bodies here are tiny, so the middleware reads the whole body first and replays it to the app.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -40,24 +44,25 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await _too_large(scope, receive, send, self.limit)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
+        body, more = b"", True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return await self.app(scope, receive, send)
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await _too_large(scope, receive, send, self.limit)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(scope, receive, send, self.limit)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
@@ -79,7 +84,8 @@ def dispatch_config(requested: dict | None, settings: TokenServerSettings) -> ap
     for agent in config.agents:
         if agent.agent_name != settings.agent_name:
             raise HTTPException(
-                403, f"agent '{agent.agent_name}' is not available here (this server dispatches '{settings.agent_name}')"
+                403,
+                f"agent '{agent.agent_name}' is not available here (this server dispatches '{settings.agent_name}')",
             )
         if len(agent.metadata) > 4096:
             raise HTTPException(422, "room_config.agents[].metadata is over 4096 characters")
@@ -100,9 +106,7 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"error": "; ".join(problems)[:1000]}, status_code=422)
 
     @app.exception_handler(HTTPException)
@@ -114,13 +118,11 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/api/token", status_code=201, response_model=TokenResponse)
-    async def token(body: TokenRequest | None = Body(default=None)) -> TokenResponse:
+    async def token(body: Annotated[TokenRequest | None, Body()] = None) -> TokenResponse:
         body = body or TokenRequest()
         room = body.room_name or f"room-{secrets.token_hex(6)}"
         identity = body.participant_identity or f"user-{secrets.token_hex(6)}"
-        grants = api.VideoGrants(
-            room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
-        )
+        grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
         token = (
             api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
             .with_identity(identity)

@@ -39,9 +39,7 @@ def to_pcm16(audio: np.ndarray) -> bytes:
 
 class HibariTTS(tts.TTS):
     def __init__(self, *, voice: str = "heart", speed: float = 1.0, threads: int = 2) -> None:
-        super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=False), sample_rate=SAMPLE_RATE, num_channels=1
-        )
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=False), sample_rate=SAMPLE_RATE, num_channels=1)
         self._voice = voice
         self._speed = speed
         self._engine = load_hibari(voice, threads)

@@ -9,6 +9,7 @@ turns them into real function calls and streams everything else as speech.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -67,10 +68,8 @@ def _plain_messages(chat_ctx: llm.ChatContext) -> list[dict[str, Any]]:
             calls = []
             for call in msg["tool_calls"]:
                 fn = dict(call["function"])
-                try:
+                with contextlib.suppress(TypeError, json.JSONDecodeError):
                     fn["arguments"] = json.loads(fn["arguments"] or "{}")
-                except (TypeError, json.JSONDecodeError):
-                    pass
                 calls.append({**call, "function": fn})
             msg["tool_calls"] = calls
         out.append(msg)
@@ -106,7 +105,10 @@ class ToolCallParser:
             self._pending = ""
             return speak
         hold = max((k for m in TOOL_MARKERS for k in range(1, len(m)) if self._pending.endswith(m[:k])), default=0)
-        speak, self._pending = self._pending[: len(self._pending) - hold], self._pending[len(self._pending) - hold :]
+        speak, self._pending = (
+            self._pending[: len(self._pending) - hold],
+            self._pending[len(self._pending) - hold :],
+        )
         return speak
 
     def finish(self) -> tuple[str, list[ParsedCall]]:
@@ -172,9 +174,7 @@ class LlamaLLM(llm.LLM):
 
     def render(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> str:
         schemas = llm.ToolContext(tools).parse_function_tools("openai", strict=False) if tools else None
-        return self._template.render(
-            messages=_plain_messages(chat_ctx), tools=schemas, add_generation_prompt=True
-        )
+        return self._template.render(messages=_plain_messages(chat_ctx), tools=schemas, add_generation_prompt=True)
 
     def warm(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> float:
         """Evaluates the prompt prefix (system prompt + tools) so the first turn starts from cache."""
@@ -202,7 +202,12 @@ class LlamaLLM(llm.LLM):
 
 class LlamaStream(llm.LLMStream):
     def __init__(
-        self, model: LlamaLLM, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool], conn_options: APIConnectOptions
+        self,
+        model: LlamaLLM,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        conn_options: APIConnectOptions,
     ) -> None:
         super().__init__(model, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
         self._model = model
@@ -257,7 +262,9 @@ class LlamaStream(llm.LLMStream):
                             role="assistant",
                             tool_calls=[
                                 llm.FunctionToolCall(
-                                    name=c.name, arguments=json.dumps(c.arguments), call_id=utils.shortuuid("call_")
+                                    name=c.name,
+                                    arguments=json.dumps(c.arguments),
+                                    call_id=utils.shortuuid("call_"),
                                 )
                                 for c in calls
                             ],
@@ -278,6 +285,4 @@ class LlamaStream(llm.LLMStream):
             stop.set()
 
     def _send_text(self, request_id: str, text: str) -> None:
-        self._event_ch.send_nowait(
-            llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=text))
-        )
+        self._event_ch.send_nowait(llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=text)))

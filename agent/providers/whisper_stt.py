@@ -42,9 +42,7 @@ def to_mono_16k(frames: list[rtc.AudioFrame] | rtc.AudioFrame) -> np.ndarray:
 
 
 class WhisperSTT(stt.STT):
-    def __init__(
-        self, *, model: str = "base", language: str = "en", beam_size: int = 5, cpu_threads: int = 2
-    ) -> None:
+    def __init__(self, *, model: str = "base", language: str = "en", beam_size: int = 5, cpu_threads: int = 2) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         self._model_name = model
         self._language = language
@@ -74,9 +72,7 @@ class WhisperSTT(stt.STT):
                 without_timestamps=True,
                 vad_filter=False,
             )
-            texts = [
-                s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)
-            ]
+            texts = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
         return " ".join(t.strip() for t in texts).strip()
 
     async def _recognize_impl(

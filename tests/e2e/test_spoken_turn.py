@@ -21,8 +21,11 @@ async def test_spoken_question_gets_spoken_answer_with_tool(stack, scripted_llm)
     try:
         # The agent is dispatched by the token's room config, greets, then listens.
         await client.wait_for(lambda: client.agent_identity is not None, 30, "the agent's audio track")
-        await client.wait_for(lambda: any("help" in t.lower() for t in client.texts(client.agent_identity)), 30,
-                              "the greeting transcript")
+        await client.wait_for(
+            lambda: any("help" in t.lower() for t in client.texts(client.agent_identity)),
+            30,
+            "the greeting transcript",
+        )
         await client.quiet(0.6)
 
         asked_at = time.monotonic()
@@ -34,7 +37,9 @@ async def test_spoken_question_gets_spoken_answer_with_tool(stack, scripted_llm)
         await client.wait_for(lambda: client.speech_since(question_end) is not None, 30, "the agent's spoken answer")
         first_audio = client.speech_since(question_end)
         await client.wait_for(
-            lambda: any("tokyo" in t.lower() for t in client.texts(client.agent_identity)), 30, "the answer transcript"
+            lambda: any("tokyo" in t.lower() for t in client.texts(client.agent_identity)),
+            30,
+            "the answer transcript",
         )
         await client.quiet(1.0)
     finally:

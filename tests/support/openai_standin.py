@@ -51,8 +51,12 @@ class OpenAIStandIn:
         reply = scripted_reply(body["messages"])
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        base = {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": body.get("model", "scripted")}
+        base = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model", "scripted"),
+        }
 
         async def send(delta: dict, finish: str | None = None) -> None:
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -61,8 +65,12 @@ class OpenAIStandIn:
         await send({"role": "assistant", "content": ""})
         if "tool_call" in reply:
             name, args = reply["tool_call"]
-            call = {"index": 0, "id": f"call_{len(self.requests)}", "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(args)}}
+            call = {
+                "index": 0,
+                "id": f"call_{len(self.requests)}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
             await send({"tool_calls": [call]})
             await send({}, "tool_calls")
         else:

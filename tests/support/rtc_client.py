@@ -92,7 +92,9 @@ class Client:
     async def say(self, samples: np.ndarray) -> None:
         """Queues speech and returns once it has been sent; `last_voiced_at` marks its last voiced frame."""
         last = max(0, -(-last_voiced_index(samples) // FRAME) - 1)
-        frames = [np.pad(samples[i : i + FRAME], (0, max(0, i + FRAME - len(samples)))) for i in range(0, len(samples), FRAME)]
+        frames = [
+            np.pad(samples[i : i + FRAME], (0, max(0, i + FRAME - len(samples)))) for i in range(0, len(samples), FRAME)
+        ]
         self.last_voiced_at = None
         self._pending.extend((frame, n == last) for n, frame in enumerate(frames))
         while self._pending:
@@ -111,7 +113,9 @@ class Client:
 
     def texts(self, identity: str | None = None, *, final_only: bool = True) -> list[str]:
         return [
-            s.text for s in self.transcripts if (identity is None or s.identity == identity) and (s.final or not final_only)
+            s.text
+            for s in self.transcripts
+            if (identity is None or s.identity == identity) and (s.final or not final_only)
         ]
 
     async def wait_for(self, predicate, timeout: float, what: str) -> None:

@@ -1,0 +1,78 @@
+"""Text-mode evals of the agent (`session.run`) with a scripted LLM: greeting, tool routing, errors."""
+
+from __future__ import annotations
+
+import re
+
+from livekit.agents import AgentSession, llm
+from livekit.agents.voice.io import TextOutput
+
+from agent.main import GREETING, Assistant
+from tests.support.scripted_llm import ScriptedLLM
+
+
+class Transcript(TextOutput):
+    """Collects what the agent says (text mode has no audio)."""
+
+    def __init__(self) -> None:
+        super().__init__(label="test-transcript", next_in_chain=None)
+        self.parts: list[str] = []
+
+    async def capture_text(self, text: str) -> None:
+        self.parts.append(text)
+
+    def flush(self) -> None:
+        self.parts.append("\n")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def time_script(ctx: llm.ChatContext):
+    """Asks for the time where the user says, then speaks the tool's answer (or apologises)."""
+    last = ctx.items[-1]
+    if last.type == "function_call_output":
+        return f"Sorry, {last.output}." if last.is_error else f"It is {last.output}."
+    place = re.search(r"in ([A-Z][\w ]+)", last.text_content or "")
+    return ("get_time", {"location": place.group(1)}) if place else "Hello there."
+
+
+async def test_greets_first_without_an_llm_round_trip():
+    scripted = ScriptedLLM(time_script)
+    transcript = Transcript()
+    async with scripted, AgentSession(llm=scripted) as session:
+        session.output.transcription = transcript
+        await session.start(Assistant())
+        result = await session.run(user_input="Hi")
+        result.expect.next_event().is_message(role="assistant")
+    assert transcript.text.startswith(GREETING)
+    # The greeting is not in the LLM's context (it made the small local model stop calling tools).
+    assert all(GREETING not in (item.text_content or "") for item in scripted.calls[0].items if item.type == "message")
+
+
+async def test_time_question_calls_the_tool_and_speaks_its_result():
+    scripted = ScriptedLLM(time_script)
+    async with scripted, AgentSession(llm=scripted) as session:
+        await session.start(Assistant())
+        result = await session.run(user_input="What time is it in Tokyo?")
+        result.expect.next_event().is_function_call(name="get_time", arguments={"location": "Tokyo"})
+        output = result.expect.next_event().is_function_call_output()
+        assert re.fullmatch(r"\d\d:\d\d on \w+day, \w+ \d+ \(Asia/Tokyo\)", output.event().item.output)
+        reply = result.expect.next_event().is_message(role="assistant")
+        assert output.event().item.output in reply.event().item.text_content
+        result.expect.no_more_events()
+
+
+async def test_unknown_place_is_an_error_the_agent_recovers_from():
+    scripted = ScriptedLLM(time_script)
+    async with scripted, AgentSession(llm=scripted) as session:
+        await session.start(Assistant())
+        result = await session.run(user_input="What time is it in Atlantis?")
+        result.expect.next_event().is_function_call(name="get_time")
+        failed = result.expect.next_event().is_function_call_output(is_error=True)
+        assert "Atlantis" in failed.event().item.output
+        result.expect.next_event().is_message(role="assistant")
+        # The session goes on: the next turn is served normally.
+        again = await session.run(user_input="What time is it in Paris?")
+        again.expect.next_event().is_function_call(name="get_time", arguments={"location": "Paris"})

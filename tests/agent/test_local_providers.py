@@ -1,0 +1,107 @@
+"""The local providers on the packaged models: Whisper STT, hibari TTS, llama.cpp LLM with tools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents import AgentSession, llm
+
+from agent.main import INSTRUCTIONS, Assistant
+from agent.models import packaged_gguf
+from agent.providers.hibari_tts import HibariTTS
+from agent.providers.llama_llm import LlamaLLM
+from agent.providers.whisper_stt import WhisperSTT
+from tests.support.speech import SAMPLE_RATE, speak
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperSTT:
+    return WhisperSTT(model="base")
+
+
+@pytest.fixture(scope="module")
+def local_llm() -> LlamaLLM:
+    return LlamaLLM(model_path=str(packaged_gguf()))
+
+
+def frame(samples: np.ndarray, rate: int = SAMPLE_RATE) -> rtc.AudioFrame:
+    return rtc.AudioFrame(samples.astype(np.int16).tobytes(), rate, 1, len(samples))
+
+
+async def test_stt_transcribes_speech(whisper):
+    event = await whisper.recognize(frame(speak("The quick brown fox jumps over the lazy dog.")))
+    text = event.alternatives[0].text.lower()
+    assert "quick brown fox" in text and "lazy dog" in text, text
+
+
+async def test_stt_handles_telephone_audio(whisper):
+    speech = speak("Please call me back tomorrow morning.")
+    resampler = rtc.AudioResampler(SAMPLE_RATE, 8000, num_channels=1)
+    narrow = resampler.push(frame(speech)) + resampler.flush()
+    event = await whisper.recognize(narrow)
+    text = event.alternatives[0].text.lower()
+    assert "call me back" in text and "tomorrow" in text, text
+
+
+async def test_stt_returns_nothing_for_silence(whisper):
+    event = await whisper.recognize(frame(np.zeros(SAMPLE_RATE * 2, dtype=np.int16)))
+    assert event.alternatives[0].text == ""
+
+
+async def test_tts_speaks_without_padding_and_is_understood(whisper):
+    tts = HibariTTS()
+    frames = [ev.frame async for ev in tts.synthesize("Hello there. The weather is lovely today.")]
+    assert {f.sample_rate for f in frames} == {24000}
+    audio = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames]).astype(np.float32) / 32768
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    assert loud[0] < 0.05 * 24000, "leading silence was not trimmed"
+    assert 1.0 < audio.size / 24000 < 6.0
+    heard = (await whisper.recognize(frames)).alternatives[0].text.lower()
+    assert "hello" in heard and "weather" in heard, heard
+
+
+def chat(question: str) -> llm.ChatContext:
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=INSTRUCTIONS)
+    ctx.add_message(role="user", content=question)
+    return ctx
+
+
+async def collect(stream: llm.LLMStream) -> tuple[str, list[llm.FunctionToolCall]]:
+    text, calls = "", []
+    async with stream:
+        async for chunk in stream:
+            if chunk.delta:
+                text += chunk.delta.content or ""
+                calls += chunk.delta.tool_calls
+    return text, calls
+
+
+async def test_llm_calls_the_tool_for_a_time_question(local_llm):
+    tools = list(Assistant().tools)
+    local_llm.warm(chat("Hello"), tools)
+    text, calls = await collect(local_llm.chat(chat_ctx=chat("What time is it in Tokyo?"), tools=tools))
+    assert [c.name for c in calls] == ["get_time"], text
+    assert "tokyo" in calls[0].arguments.lower()
+
+
+async def test_llm_answers_plain_questions_in_speech(local_llm):
+    text, calls = await collect(
+        local_llm.chat(chat_ctx=chat("What is the capital of France?"), tools=list(Assistant().tools))
+    )
+    assert calls == [] and "paris" in text.lower(), text
+    assert "```" not in text and "{" not in text
+
+
+async def test_agent_with_local_llm_routes_a_spoken_request_to_the_tool(local_llm):
+    async with AgentSession(llm=local_llm) as session:
+        await session.start(Assistant())
+        result = await session.run(user_input="What's the time in Paris right now?")
+        call = result.expect.next_event().is_function_call(name="get_time")
+        assert "paris" in call.event().item.arguments.lower()
+        output = result.expect.next_event().is_function_call_output()
+        assert "Europe/Paris" in output.event().item.output
+        result.expect.next_event().is_message(role="assistant")

@@ -57,7 +57,7 @@ class Assistant(Agent):
 
 def prewarm(proc: JobProcess) -> None:
     """Every model is loaded once per worker (jobs run as threads and share them)."""
-    proc.userdata["models"] = pipeline.load(get_settings(), warm_agent=Assistant())
+    proc.userdata["shared"] = pipeline.load(get_settings(), warm_agent=Assistant())
 
 
 settings = get_settings()
@@ -77,13 +77,13 @@ server = AgentServer(
 
 @server.rtc_session(agent_name=settings.agent_name)
 async def entrypoint(ctx: JobContext) -> None:
-    models: pipeline.Models = ctx.proc.userdata["models"]
+    shared: pipeline.Shared = ctx.proc.userdata["shared"]
     session = AgentSession(
-        vad=models.vad,
-        stt=models.stt,
-        llm=models.llm,
-        tts=models.tts,
-        turn_handling=pipeline.turn_handling(settings, models),
+        vad=shared.vad,  # 1. voice activity: when the user speaks
+        stt=pipeline.build_stt(settings),  # 2. speech to text
+        llm=pipeline.build_llm(settings),  # 3. the language model, with the agent's tools
+        tts=pipeline.build_tts(settings),  # 4. text to speech, sentence by sentence
+        turn_handling=pipeline.turn_handling(settings, shared),
     )
     pipeline.log_turn_metrics(session)
     await session.start(agent=Assistant(), room=ctx.room)

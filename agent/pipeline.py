@@ -23,11 +23,10 @@ MAX_SESSIONS = 4
 
 
 @dataclass
-class Models:
+class Shared:
+    """What every session of this worker shares: the VAD and turn detector (models load once)."""
+
     vad: vad.VAD
-    stt: stt.STT
-    llm: llm.LLM
-    tts: tts.TTS
     turn_detector: object | None = None
 
 
@@ -62,24 +61,31 @@ def build_vad(s: AgentSettings) -> vad.VAD:
     return silero.VAD.load(min_silence_duration=s.vad_min_silence_s)
 
 
-def load(s: AgentSettings, warm_agent: Agent | None = None) -> Models:
-    models = Models(vad=build_vad(s), stt=build_stt(s), llm=build_llm(s), tts=build_tts(s))
+def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
+    """Loads every model once per process and warms the LLM's prompt prefix.
+
+    The providers keep their engines in process-wide caches, so the per-session instances that
+    `build_*` make afterwards are cheap.
+    """
+    shared = Shared(vad=build_vad(s))
     if s.turn_detection == "model":
         from livekit.agents.inference import TurnDetector
 
-        models.turn_detector = TurnDetector()
-    warm = getattr(models.llm, "warm", None)
-    if warm and warm_agent is not None:
+        shared.turn_detector = TurnDetector()
+    build_stt(s)
+    build_tts(s)
+    model = build_llm(s)
+    if warm_agent is not None and hasattr(model, "warm"):
         ctx = llm.ChatContext()
         ctx.add_message(role="system", content=warm_agent.instructions)
         ctx.add_message(role="user", content="Hello")
-        logger.info("LLM prompt prefix warmed in %.2f s", warm(ctx, list(warm_agent.tools)))
-    return models
+        logger.info("LLM prompt prefix warmed in %.2f s", model.warm(ctx, list(warm_agent.tools)))
+    return shared
 
 
-def turn_handling(s: AgentSettings, models: Models) -> dict:
+def turn_handling(s: AgentSettings, shared: Shared) -> dict:
     return {
-        "turn_detection": models.turn_detector if models.turn_detector is not None else "vad",
+        "turn_detection": shared.turn_detector if shared.turn_detector is not None else "vad",
         "endpointing": {"min_delay": s.endpointing_min_delay_s, "max_delay": s.endpointing_max_delay_s},
     }
 

@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -28,13 +28,23 @@ TOOL_MARKERS = ("<tool_call>", "```", '{"name"')
 STOP = ["<|im_end|>", "<|endoftext|>", "</tool_call>\n\n"]
 
 
+@dataclass
+class Engine:
+    """One llama.cpp model and context per process, shared by every session."""
+
+    llama: Any
+    template: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
+    warmed: set[str] = field(default_factory=set)
+
+
 @lru_cache(maxsize=2)
-def load_llama(model_path: str, n_ctx: int, n_threads: int):
+def load_llama(model_path: str, n_ctx: int, n_threads: int) -> Engine:
     try:
         from llama_cpp import Llama
     except ImportError as exc:  # built by scripts/setup with CPU-specific flags
         raise RuntimeError("llama-cpp-python is not installed: run `bash scripts/setup` (see README)") from exc
-    return Llama(
+    llama = Llama(
         model_path=model_path,
         n_ctx=n_ctx,
         n_threads=n_threads,
@@ -42,6 +52,7 @@ def load_llama(model_path: str, n_ctx: int, n_threads: int):
         n_batch=512,
         verbose=False,
     )
+    return Engine(llama=llama, template=_template(llama.metadata["tokenizer.chat_template"]))
 
 
 @lru_cache(maxsize=2)
@@ -157,12 +168,9 @@ class LlamaLLM(llm.LLM):
     ) -> None:
         super().__init__()
         self._model_path = model_path
-        self._llama = load_llama(model_path, n_ctx, n_threads)
-        self._template = _template(self._llama.metadata["tokenizer.chat_template"])
+        self._engine = load_llama(model_path, n_ctx, n_threads)
         self._temperature = temperature
         self._max_tokens = max_tokens
-        # One llama.cpp context: generations run one at a time.
-        self.lock = threading.Lock()
 
     @property
     def model(self) -> str:
@@ -174,14 +182,20 @@ class LlamaLLM(llm.LLM):
 
     def render(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> str:
         schemas = llm.ToolContext(tools).parse_function_tools("openai", strict=False) if tools else None
-        return self._template.render(messages=_plain_messages(chat_ctx), tools=schemas, add_generation_prompt=True)
+        return self._engine.template.render(
+            messages=_plain_messages(chat_ctx), tools=schemas, add_generation_prompt=True
+        )
 
     def warm(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> float:
         """Evaluates the prompt prefix (system prompt + tools) so the first turn starts from cache."""
         started = time.perf_counter()
-        with self.lock:
-            for _ in self._llama.create_completion(self.render(chat_ctx, tools), max_tokens=1, stream=True):
-                pass
+        prompt = self.render(chat_ctx, tools)
+        engine = self._engine
+        with engine.lock:
+            if prompt not in engine.warmed:
+                for _ in engine.llama.create_completion(prompt, max_tokens=1, stream=True):
+                    pass
+                engine.warmed.add(prompt)
         return time.perf_counter() - started
 
     def chat(
@@ -224,8 +238,9 @@ class LlamaStream(llm.LLMStream):
 
         def generate() -> None:
             try:
-                with self._model.lock:
-                    llama = self._model._llama
+                engine = self._model._engine
+                with engine.lock:
+                    llama = engine.llama
                     usage["prompt"] = len(llama.tokenize(prompt.encode(), add_bos=False, special=True))
                     for part in llama.create_completion(
                         prompt,

@@ -24,8 +24,10 @@ SAMPLE_RATE = 16000
 
 
 @lru_cache(maxsize=4)
-def load_whisper(name: str, cpu_threads: int) -> WhisperModel:
-    return WhisperModel(whisper_model(name), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
+def load_whisper(name: str, cpu_threads: int) -> tuple[WhisperModel, threading.Lock]:
+    """One model per process, shared by every session; its lock queues decodes (2 cores fit one)."""
+    model = WhisperModel(whisper_model(name), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
+    return model, threading.Lock()
 
 
 def to_mono_16k(frames: list[rtc.AudioFrame] | rtc.AudioFrame) -> np.ndarray:
@@ -47,9 +49,7 @@ class WhisperSTT(stt.STT):
         self._model_name = model
         self._language = language
         self._beam_size = beam_size
-        self._whisper = load_whisper(model, cpu_threads)
-        # CTranslate2 runs one decode at a time well on 2 cores; queue the rest.
-        self._lock = threading.Lock()
+        self._whisper, self._lock = load_whisper(model, cpu_threads)
 
     @property
     def model(self) -> str:

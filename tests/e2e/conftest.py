@@ -34,3 +34,12 @@ def stack(scripted_llm: OpenAIStandIn, artifacts) -> Iterator[Stack]:
     env = {"LLM_BASE_URL": scripted_llm.base_url, "LLM_API_KEY": "test-key", "LLM_MODEL": "scripted-model"}
     with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def local_stack(artifacts) -> Iterator[Stack]:
+    """The offline default: local Whisper, local llama.cpp LLM, local hibari TTS."""
+    log_dir = artifacts / "e2e-local-logs"
+    log_dir.mkdir(exist_ok=True)
+    with Stack(loopback_ports(), env={"LLM_BASE_URL": ""}, log_dir=log_dir) as running:
+        yield running

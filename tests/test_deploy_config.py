@@ -1,0 +1,77 @@
+"""docker-compose.yml and .env.example must agree with livekit.yaml and the services' real settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.settings import AgentSettings
+from stack.settings import StackSettings
+from token_server.settings import TokenServerSettings
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+LIVEKIT = yaml.safe_load((REPO / "livekit.yaml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def default(value: str) -> str:
+    """'${NAME:-fallback}' -> 'fallback'; plain values unchanged."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+
+
+def env_names(settings_cls) -> set[str]:
+    return {name.upper() for name in settings_cls.model_fields}
+
+
+def test_services_and_livekit_image():
+    assert set(SERVICES) == {"livekit", "agent", "token-server"}
+    setup = (REPO / "scripts" / "setup").read_text()
+    version = re.search(r"LIVEKIT_VERSION=([\d.]+)", setup).group(1)
+    assert SERVICES["livekit"]["image"] == f"livekit/livekit-server:v{version}"
+    assert "./livekit.yaml:/etc/livekit.yaml:ro" in SERVICES["livekit"]["volumes"]
+    assert SERVICES["livekit"]["command"] == ["--config", "/etc/livekit.yaml"]
+
+
+def test_livekit_yaml_ports_match_the_launcher():
+    stack = StackSettings()
+    assert LIVEKIT["port"] == stack.livekit_port == 7880
+    assert LIVEKIT["rtc"]["tcp_port"] == stack.livekit_rtc_tcp_port == 7881
+    assert LIVEKIT["rtc"]["udp_port"] == stack.livekit_rtc_udp_port
+    assert LIVEKIT["bind_addresses"] == ["127.0.0.1"]
+    assert LIVEKIT["rtc"]["use_external_ip"] is False
+    assert "keys" not in LIVEKIT, "keys come from the environment, never from the file"
+
+
+@pytest.mark.parametrize(("service", "settings_cls"), [("agent", AgentSettings), ("token-server", TokenServerSettings)])
+def test_service_env_names_are_real_settings(service, settings_cls):
+    env = SERVICES[service]["environment"]
+    unknown = set(env) - env_names(settings_cls)
+    assert not unknown, f"{service} sets variables its settings do not read: {unknown}"
+    url = default(env["LIVEKIT_URL"])
+    assert url == f"ws://127.0.0.1:{LIVEKIT['port']}"
+    fields = settings_cls()
+    assert default(env["LIVEKIT_API_KEY"]) == fields.livekit_api_key
+    assert default(env["LIVEKIT_API_SECRET"]) == fields.livekit_api_secret
+    assert default(env["AGENT_NAME"]) == fields.agent_name
+
+
+def test_health_checks_use_the_configured_ports():
+    agent, token = SERVICES["agent"], SERVICES["token-server"]
+    assert f":{agent['environment']['AGENT_HTTP_PORT']}/" in " ".join(agent["healthcheck"]["test"])
+    assert f":{token['environment']['TOKEN_SERVER_PORT']}/healthz" in " ".join(token["healthcheck"]["test"])
+
+
+def test_livekit_keys_match_the_services():
+    keys = default(SERVICES["livekit"]["environment"]["LIVEKIT_KEYS"])
+    agent_env = SERVICES["agent"]["environment"]
+    assert keys == f"{default(agent_env['LIVEKIT_API_KEY'])}: {default(agent_env['LIVEKIT_API_SECRET'])}"
+
+
+def test_env_example_documents_only_real_settings():
+    names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
+    known = env_names(AgentSettings) | env_names(TokenServerSettings) | env_names(StackSettings)
+    assert names and not names - known, names - known

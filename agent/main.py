@@ -66,6 +66,7 @@ server = AgentServer(
     job_executor_type=JobExecutorType.THREAD,
     num_idle_processes=1,
     initialize_process_timeout=180,
+    drain_timeout=30,  # on SIGTERM, let calls in progress finish for up to 30 s
     load_fnc=pipeline.session_load,
     load_threshold=1.0,
     port=settings.agent_http_port,

@@ -11,7 +11,7 @@ from stack.services import REPO, Stack, StackError
 
 
 def up(args: argparse.Namespace) -> int:
-    stack = Stack(echo=args.verbose, log_dir=REPO / ".tools" / "logs")
+    stack = Stack(echo=args.verbose, log_dir=REPO / ".tools" / "logs", progress=lambda m: print(f"  {m}", flush=True))
     (REPO / ".tools" / "logs").mkdir(parents=True, exist_ok=True)
     stopping = False
 
@@ -21,8 +21,7 @@ def up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    steps = ["livekit-server", "agent worker (loads models, warms the LLM)", "token server + web"]
-    print(f"starting: {', '.join(steps)} ...", flush=True)
+    print("starting the stack (the agent worker loads its models and warms the LLM first) ...", flush=True)
     try:
         stack.start()
     except StackError as exc:

@@ -149,11 +149,13 @@ class Stack:
         log_dir: Path | None = None,
         echo: bool = False,
         with_agent: bool = True,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = s = settings or StackSettings()
         self.log_dir = log_dir
         self.echo = echo
         self.with_agent = with_agent
+        self.progress = progress or (lambda _message: None)
         self.livekit_url = f"ws://127.0.0.1:{s.livekit_port}"
         self.token_url = f"http://127.0.0.1:{s.token_server_port}"
         self.env = {
@@ -225,8 +227,11 @@ class Stack:
 
     def _run(self, service: Service, timeout: float) -> None:
         self.services.append(service)
+        started = time.monotonic()
+        self.progress(f"starting {service.name} ...")
         service.start()
         service.wait_ready(timeout)
+        self.progress(f"{service.name} ready in {time.monotonic() - started:.1f} s")
 
     def dead(self) -> Service | None:
         return next((svc for svc in self.services if not svc.alive()), None)

@@ -82,6 +82,7 @@ def dispatch_config(requested: dict | None, settings: TokenServerSettings) -> ap
     except (json_format.ParseError, TypeError, ValueError) as exc:
         raise HTTPException(422, f"room_config is not a valid RoomConfiguration: {exc}") from None
     for agent in config.agents:
+        agent.agent_name = agent.agent_name or settings.agent_name  # unnamed means this deployment's agent
         if agent.agent_name != settings.agent_name:
             raise HTTPException(
                 403,

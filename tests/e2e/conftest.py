@@ -4,19 +4,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stack.services import Stack, free_port
-from stack.settings import StackSettings
+from stack.services import Stack
 from tests.support.openai_standin import OpenAIStandIn
-
-
-def loopback_ports() -> StackSettings:
-    return StackSettings(
-        livekit_port=free_port(),
-        livekit_rtc_tcp_port=free_port(),
-        livekit_rtc_udp_port=free_port(),
-        token_server_port=free_port(),
-        agent_http_port=free_port(),
-    )
+from tests.support.ports import loopback_ports
 
 
 @pytest.fixture(scope="module")

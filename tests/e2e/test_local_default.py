@@ -36,17 +36,17 @@ async def test_offline_default_answers_with_its_tool_and_without(local_stack):
 
         asked = datetime.now(ZoneInfo("Asia/Tokyo"))
         time_reply, time_v2v = await ask(client, "What time is it in Tokyo?")
-        fact_reply, fact_v2v = await ask(client, "Which city is the capital of Italy?")
+        fact_reply, fact_v2v = await ask(client, "What is the largest planet in the solar system?")
     finally:
         await client.close()
 
     print(f"\noffline default, voice-to-voice: tool turn {time_v2v * 1000:.0f} ms, plain turn {fact_v2v * 1000:.0f} ms")
     print(f"replies: {time_reply!r} / {fact_reply!r}")
     heard = " ".join(client.texts("local-user")).lower()
-    assert "tokyo" in heard and "italy" in heard, heard
+    assert "tokyo" in heard and "planet" in heard, heard
     # The time in the reply is Tokyo's real time, which only the tool knows.
     times = {(asked + timedelta(minutes=m)).strftime("%H:%M") for m in range(-1, 4)}
     times |= {t.lstrip("0") for t in times}
     spoken_times = set(re.findall(r"\d{1,2}:\d\d", time_reply))
     assert spoken_times & times, f"{time_reply!r} does not give Tokyo's time {sorted(times)}"
-    assert "rome" in fact_reply.lower(), fact_reply
+    assert "jupiter" in fact_reply.lower(), fact_reply

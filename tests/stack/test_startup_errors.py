@@ -14,7 +14,7 @@ import pytest
 from agent import models, pipeline
 from agent.settings import AgentSettings
 from stack.services import Stack, free_port
-from tests.e2e.conftest import loopback_ports
+from tests.support.ports import loopback_ports
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

@@ -90,6 +90,26 @@ def test_client_may_ask_for_this_agent_with_metadata(client):
     assert (agent.agent_name, agent.metadata) == ("voice-agent", '{"persona": "default"}')
 
 
+def test_request_as_livekit_js_token_source_sends_it(client):
+    # TokenSource.endpoint(url) with {roomName, participantName, agentName, agentMetadata}: snake_case proto JSON.
+    body = {
+        "room_name": "support-42",
+        "participant_name": "Web caller",
+        "room_config": {"agents": [{"agent_name": "voice-agent", "metadata": "{}"}]},
+    }
+    response = client.post("/api/token", json=body)
+    assert response.status_code == 201
+    c = claims(response.json()["participant_token"])
+    assert c.video.room == "support-42" and c.identity and c.name == "Web caller"
+    assert [(a.agent_name, a.metadata) for a in c.room_config.agents] == [("voice-agent", "{}")]
+
+
+def test_unnamed_agent_means_this_deployments_agent(client):
+    response = client.post("/api/token", json={"room_config": {"agents": [{"metadata": "x"}]}})
+    assert response.status_code == 201
+    assert claims(response.json()["participant_token"]).room_config.agents[0].agent_name == "voice-agent"
+
+
 def test_health(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 

@@ -21,7 +21,7 @@ from livekit.agents import (
     function_tool,
 )
 
-from agent import pipeline, tools
+from agent import echo, pipeline, tools
 from agent.settings import get_settings
 
 logger = logging.getLogger("agent")
@@ -78,6 +78,9 @@ server = AgentServer(
 
 @server.rtc_session(agent_name=settings.agent_name)
 async def entrypoint(ctx: JobContext) -> None:
+    if pipeline.dispatch_options(ctx.job.metadata).get("mode") == "echo":
+        await echo.run(ctx)
+        return
     shared: pipeline.Shared = ctx.proc.userdata["shared"]
     session = AgentSession(
         vad=shared.vad,  # 1. voice activity: when the user speaks

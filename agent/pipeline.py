@@ -6,6 +6,7 @@ Models load once per worker process (`load`), and every session shares them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -88,6 +89,15 @@ def turn_handling(s: AgentSettings, shared: Shared) -> dict:
         "turn_detection": shared.turn_detector if shared.turn_detector is not None else "vad",
         "endpointing": {"min_delay": s.endpointing_min_delay_s, "max_delay": s.endpointing_max_delay_s},
     }
+
+
+def dispatch_options(metadata: str) -> dict:
+    """The JSON object a client may put in the dispatch metadata; anything else means no options."""
+    try:
+        options = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError:
+        return {}
+    return options if isinstance(options, dict) else {}
 
 
 def session_load(server: AgentServer) -> float:

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from stack.services import Stack
+from tests.support.openai_standin import OpenAIStandIn
+from tests.support.ports import loopback_ports
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -11,3 +16,29 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def scripted_llm() -> Iterator[OpenAIStandIn]:
+    server = OpenAIStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(scripted_llm: OpenAIStandIn, artifacts: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """livekit-server + agent worker (local STT/TTS, scripted OpenAI-compatible LLM) + token server."""
+    log_dir = artifacts / f"logs-{request.module.__name__.rsplit('.', 1)[-1]}"
+    log_dir.mkdir(exist_ok=True)
+    env = {"LLM_BASE_URL": scripted_llm.base_url, "LLM_API_KEY": "test-key", "LLM_MODEL": "scripted-model"}
+    with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def local_stack(artifacts: Path) -> Iterator[Stack]:
+    """The offline default: local Whisper, local llama.cpp LLM, local hibari TTS."""
+    log_dir = artifacts / "logs-local-default"
+    log_dir.mkdir(exist_ok=True)
+    with Stack(loopback_ports(), env={"LLM_BASE_URL": ""}, log_dir=log_dir) as running:
+        yield running

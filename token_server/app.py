@@ -139,9 +139,13 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
         logger.info("token issued: room=%s identity=%s", room, identity)
         return TokenResponse(server_url=settings.server_url, participant_token=token.to_jwt())
 
-    web = settings.web_dir
-    if (web / "node_modules" / "livekit-client" / "dist").is_dir():
-        app.mount("/vendor", StaticFiles(directory=web / "node_modules" / "livekit-client" / "dist"), name="vendor")
-    if (web / "public").is_dir():
-        app.mount("/", StaticFiles(directory=web / "public", html=True), name="web")
+    page = settings.web_dir / "dist"
+    if (page / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=page, html=True), name="web")
+    else:
+
+        @app.get("/", include_in_schema=False)
+        async def not_built() -> JSONResponse:
+            return JSONResponse({"error": "the web client is not built: run `bash scripts/setup`"}, status_code=503)
+
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import jwt
@@ -161,6 +162,9 @@ def test_huge_body_without_length_is_refused(client):
 
 def test_web_page_is_served(client, settings):
     page = client.get("/")
-    assert page.status_code == 200 and "Voice agent" in page.text
-    if (settings.web_dir / "node_modules" / "livekit-client").is_dir():
-        assert client.get("/vendor/livekit-client.umd.js").status_code == 200
+    if not (settings.web_dir / "dist" / "index.html").is_file():
+        assert page.status_code == 503 and "scripts/setup" in page.json()["error"]
+        return
+    assert page.status_code == 200 and "<title>Voice agent</title>" in page.text
+    script = re.search(r'src="(/assets/[^"]+\.js)"', page.text).group(1)
+    assert client.get(script).status_code == 200

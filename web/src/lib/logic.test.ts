@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { readConfig } from "./config";
+import { describeError } from "./errors";
+import { fetchConnectionDetails, TokenError, tokenRequest } from "./token";
+import { toLines } from "./transcript";
+
+const respond = (status: number, body: unknown) =>
+  (async () => new Response(typeof body === "string" ? body : JSON.stringify(body), { status })) as typeof fetch;
+
+describe("config", () => {
+  it("defaults to this server's token endpoint", () => {
+    expect(readConfig("")).toEqual({ tokenEndpoint: "/api/token", agentName: undefined });
+  });
+  it("points at another deployment by query or build setting", () => {
+    expect(readConfig("?tokenEndpoint=https://x.test/token&agent=sales").tokenEndpoint).toBe("https://x.test/token");
+    expect(readConfig("?agent=sales").agentName).toBe("sales");
+    expect(readConfig("", { VITE_TOKEN_ENDPOINT: "/t" }).tokenEndpoint).toBe("/t");
+  });
+});
+
+describe("token request", () => {
+  it("asks for the default agent without a room config", () => {
+    expect(tokenRequest("agent")).toEqual({ participant_name: "Web user" });
+  });
+  it("asks for echo mode through the agent's dispatch metadata", () => {
+    expect(tokenRequest("echo", "voice-agent")).toEqual({
+      participant_name: "Web user",
+      room_config: { agents: [{ agent_name: "voice-agent", metadata: '{"mode":"echo"}' }] },
+    });
+  });
+  it("returns the connection details on 201", async () => {
+    const details = await fetchConnectionDetails("/api/token", {}, respond(201, { server_url: "ws://s", participant_token: "t" }));
+    expect(details).toEqual({ serverUrl: "ws://s", participantToken: "t" });
+  });
+  it("explains a refusal with the server's reason", async () => {
+    const failing = fetchConnectionDetails("/api/token", {}, respond(403, { error: "agent 'x' is not available here" }));
+    await expect(failing).rejects.toThrow("refused the request: agent 'x' is not available here");
+  });
+  it("says when the token server cannot be reached", async () => {
+    const down = (async () => {
+      throw new TypeError("Failed to fetch");
+    }) as typeof fetch;
+    await expect(fetchConnectionDetails("/api/token", {}, down)).rejects.toMatchObject({ kind: "unreachable" });
+  });
+  it("rejects an answer without the contract's fields", async () => {
+    await expect(fetchConnectionDetails("/t", {}, respond(201, { token: "t" }))).rejects.toBeInstanceOf(TokenError);
+    await expect(fetchConnectionDetails("/t", {}, respond(502, "<html>bad gateway</html>"))).rejects.toThrow("HTTP 502");
+  });
+});
+
+describe("error messages", () => {
+  it("names microphone permission problems", () => {
+    const denied = Object.assign(new Error("Permission denied"), { name: "NotAllowedError" });
+    expect(describeError(denied)).toMatch(/Microphone access was denied/);
+  });
+  it("names an unreachable LiveKit server", () => {
+    expect(describeError(new Error("could not establish signal connection"), "ws://h:7880")).toBe(
+      "Can't reach the LiveKit server at ws://h:7880. Is it running?",
+    );
+  });
+});
+
+describe("transcript", () => {
+  it("orders user and agent lines and merges updates of one segment", () => {
+    const lines = toLines(
+      [
+        { id: "a1", identity: "agent-1", text: "Hi! How can I help?", final: true, at: 1 },
+        { id: "u1", identity: "me", text: "what time", final: false, at: 5 },
+        { id: "u1", identity: "me", text: "What time is it?", final: true, at: 6 },
+        { id: "a2", identity: "agent-1", text: "  ", final: true, at: 7 },
+      ],
+      "me",
+      [{ id: "t1", who: "user", text: "typed", final: true, at: 3 }],
+    );
+    expect(lines.map((l) => [l.who, l.text, l.final])).toEqual([
+      ["agent", "Hi! How can I help?", true],
+      ["user", "typed", true],
+      ["user", "What time is it?", true],
+    ]);
+  });
+});

@@ -3,6 +3,8 @@ FROM node:20-bookworm-slim AS web
 WORKDIR /app/web
 COPY web/package.json web/package-lock.json ./
 RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
 
 FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake && rm -rf /var/lib/apt/lists/*
@@ -16,8 +18,7 @@ ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=
 RUN CMAKE_ARGS="$LLAMA_CMAKE_ARGS" uv pip install --no-cache --no-deps llama-cpp-python==0.3.36
 COPY agent agent
 COPY token_server token_server
-COPY web/public web/public
-COPY --from=web /app/web/node_modules/livekit-client/dist web/node_modules/livekit-client/dist
+COPY --from=web /app/web/dist web/dist
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1
 RUN python -m agent.models
 CMD ["python", "-m", "agent.main", "start"]

@@ -5,6 +5,7 @@ Run: `uv run python -m agent.main start` (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -15,44 +16,56 @@ from livekit.agents import (
     JobContext,
     JobExecutorType,
     JobProcess,
-    RunContext,
-    ToolError,
+    ModelSettings,
     cli,
-    function_tool,
+    llm,
+    utils,
 )
 
-from agent import echo, pipeline, tools
+from agent import echo, pipeline, skills
 from agent.settings import get_settings
+from agent.skills import router
 
 logger = logging.getLogger("agent")
 
 INSTRUCTIONS = (
     "You are a friendly, helpful voice assistant talking with a person over a voice call. "
-    "Reply in one or two short sentences of plain spoken English: no lists, no markdown, no emoji. "
-    "When the person asks what time or date it is somewhere, call get_time with that place."
+    "Reply in one or two short sentences of plain spoken English: no lists, no markdown, no emoji."
 )
 GREETING = "Hi! I'm your voice assistant. How can I help?"
 
 
+GOODBYE = "Goodbye, and thanks for calling!"
+
+
 class Assistant(Agent):
     def __init__(self) -> None:
-        super().__init__(instructions=INSTRUCTIONS)
+        names = get_settings().skills
+        super().__init__(instructions=f"{INSTRUCTIONS} {skills.instructions_for(names)}", tools=skills.tools_for(names))
+        self._routed: dict[str, str] = {}  # call id -> tool, for calls the fast path made
 
     async def on_enter(self) -> None:
         # A fixed greeting: no LLM round trip, and it stays out of the chat context.
         self.session.say(GREETING, add_to_chat_ctx=False)
 
-    @function_tool
-    async def get_time(self, context: RunContext, location: str) -> str:
-        """Get the current local time and date in a city or time zone.
-
-        Args:
-            location: the city or IANA time zone name the person asked about
-        """
-        try:
-            return tools.local_time(location)
-        except tools.UnknownPlace as exc:
-            raise ToolError(str(exc)) from exc
+    async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
+        """The fast path first: a request the skills router understands exactly needs no LLM."""
+        last = chat_ctx.items[-1] if chat_ctx.items else None
+        if get_settings().skill_fast_path and last is not None:
+            if last.type == "message" and last.role == "user":
+                found = router.route(last.text_content or "", {tool.id for tool in tools})
+                if found:
+                    call_id = utils.shortuuid("route_")
+                    self._routed[call_id] = found.tool
+                    call = llm.FunctionToolCall(name=found.tool, arguments=json.dumps(found.arguments), call_id=call_id)
+                    yield llm.ChatChunk(id=call_id, delta=llm.ChoiceDelta(role="assistant", tool_calls=[call]))
+                    return
+            elif last.type == "function_call_output" and last.call_id in self._routed:
+                # The tool's own sentence is the answer (or its apology).
+                yield GOODBYE if self._routed.pop(last.call_id) == "end_call" else last.output
+                return
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            yield chunk
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -82,7 +95,10 @@ async def entrypoint(ctx: JobContext) -> None:
         await echo.run(ctx)
         return
     shared: pipeline.Shared = ctx.proc.userdata["shared"]
+    await ctx.connect()
+    caller = await ctx.wait_for_participant()
     session = AgentSession(
+        userdata=skills.CallContext(identity=caller.identity, notes=shared.notes),
         vad=shared.vad,  # 1. voice activity: when the user speaks
         stt=pipeline.build_stt(settings),  # 2. speech to text
         llm=pipeline.build_llm(settings),  # 3. the language model, with the agent's tools
@@ -91,7 +107,6 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     pipeline.log_turn_metrics(session)
     await session.start(agent=Assistant(), room=ctx.room)
-    await ctx.connect()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from livekit.agents.voice import ConversationItemAddedEvent
 from livekit.plugins import openai, silero
 
 from agent.settings import AgentSettings
+from agent.skills import UnknownSkill, check, units
+from agent.skills.notes import NoteStore
 
 logger = logging.getLogger("agent.pipeline")
 
@@ -28,6 +30,7 @@ class Shared:
     """What every session of this worker shares: the VAD and turn detector (models load once)."""
 
     vad: vad.VAD
+    notes: NoteStore
     turn_detector: object | None = None
 
 
@@ -68,7 +71,8 @@ def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
     The providers keep their engines in process-wide caches, so the per-session instances that
     `build_*` make afterwards are cheap.
     """
-    shared = Shared(vad=build_vad(s))
+    shared = Shared(vad=build_vad(s), notes=NoteStore(s.data_dir / "agent.db"))
+    units.registry()  # pint parses its unit definitions once (~1 s)
     if s.turn_detection == "model":
         from livekit.agents.inference import TurnDetector
 
@@ -124,6 +128,10 @@ def preflight(s: AgentSettings) -> None:
     """Checks what would otherwise fail later as a traceback wall, and stops with one line."""
     from agent.models import ModelMissingError, packaged_gguf, whisper_model
 
+    try:
+        check(s.skills)
+    except UnknownSkill as exc:
+        fail(str(exc))
     try:
         whisper_model(s.stt_model)
         if s.llm_provider == "local":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -45,6 +46,18 @@ class AgentSettings(BaseSettings):
     endpointing_max_delay_s: float = Field(default=2.0, ge=0.1, le=10.0)
 
     cpu_threads: int = Field(default=2, ge=1)
+
+    # Skills (function tools) this agent offers, comma-separated names from agent/skills.
+    agent_skills: str = "time,calculator,units,notes,end_call"
+    # Serve requests a parser understands exactly (time somewhere, arithmetic, conversions, notes, goodbye)
+    # without an LLM round trip; anything else goes to the LLM.
+    skill_fast_path: bool = True
+    # Where the agent keeps what outlives a call (notes): a SQLite file in this folder.
+    data_dir: Path = Path.home() / ".local" / "share" / "voice-agent"
+
+    @property
+    def skills(self) -> list[str]:
+        return [name.strip() for name in self.agent_skills.split(",") if name.strip()]
 
     @property
     def llm_provider(self) -> Literal["openai", "local"]:

@@ -30,7 +30,13 @@ def stack(scripted_llm: OpenAIStandIn, artifacts: Path, request: pytest.FixtureR
     """livekit-server + agent worker (local STT/TTS, scripted OpenAI-compatible LLM) + token server."""
     log_dir = artifacts / f"logs-{request.module.__name__.rsplit('.', 1)[-1]}"
     log_dir.mkdir(exist_ok=True)
-    env = {"LLM_BASE_URL": scripted_llm.base_url, "LLM_API_KEY": "test-key", "LLM_MODEL": "scripted-model"}
+    env = {
+        "LLM_BASE_URL": scripted_llm.base_url,
+        "LLM_API_KEY": "test-key",
+        "LLM_MODEL": "scripted-model",
+        # These tests follow tool calls made by the LLM, so the skills fast path steps aside.
+        "SKILL_FAST_PATH": "false",
+    }
     with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
         yield running
 

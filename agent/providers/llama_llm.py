@@ -24,7 +24,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 logger = logging.getLogger("agent.llm")
 
-TOOL_MARKERS = ("<tool_call>", "```", '{"name"')
+TOOL_MARKERS = ("<tool_call>", "<tools>", "```", '{"name"', '{"function"', '{"type": "function"')
 STOP = ["<|im_end|>", "<|endoftext|>", "</tool_call>\n\n"]
 
 
@@ -131,7 +131,7 @@ class ToolCallParser:
         if calls:
             return "", calls
         # Not a call after all (code or a stray brace): speak it without markup.
-        return re.sub(r"```\w*|</?tool_call>", "", self._tool_text).strip(), []
+        return re.sub(r"```\w*|</?tool_calls?>|</?tools>", "", self._tool_text).strip(), []
 
 
 def parse_tool_calls(text: str) -> list[ParsedCall]:
@@ -145,6 +145,8 @@ def parse_tool_calls(text: str) -> list[ParsedCall]:
             i += 1
             continue
         i = end
+        if isinstance(obj, dict) and isinstance(obj.get("function"), dict):
+            obj = obj["function"]  # {"type": "function", "function": {"name": ..., "arguments": ...}}
         if isinstance(obj, dict) and isinstance(obj.get("name"), str):
             args = obj.get("arguments", obj.get("parameters", {}))
             if isinstance(args, str):

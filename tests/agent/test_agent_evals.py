@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.io import TextOutput
 
 from agent.main import GREETING, Assistant
+from agent.settings import get_settings
 from tests.support.scripted_llm import ScriptedLLM
 
 
@@ -51,20 +53,42 @@ async def test_greets_first_without_an_llm_round_trip():
     assert all(GREETING not in (item.text_content or "") for item in scripted.calls[0].items if item.type == "message")
 
 
-async def test_time_question_calls_the_tool_and_speaks_its_result():
+@pytest.fixture
+def llm_path(monkeypatch):
+    """These evals test the LLM's tool routing, so the skills fast path steps aside."""
+    monkeypatch.setattr(get_settings(), "skill_fast_path", False)
+
+
+async def test_fast_path_answers_exact_requests_without_the_llm():
+    def no_llm(ctx):
+        raise AssertionError("the LLM was asked")
+
+    scripted = ScriptedLLM(no_llm)
+    async with scripted, AgentSession(llm=scripted) as session:
+        await session.start(Assistant())
+        result = await session.run(user_input="What time is it in Tokyo?")
+        result.expect.next_event().is_function_call(name="get_time", arguments={"location": "Tokyo"})
+        output = result.expect.next_event().is_function_call_output().event().item.output
+        reply = result.expect.next_event().is_message(role="assistant").event().item.text_content
+        assert reply == output and re.fullmatch(r"It is \d\d:\d\d on \w+day, \w+ \d+ in Tokyo\.", reply)
+        result.expect.no_more_events()
+    assert scripted.calls == []
+
+
+async def test_time_question_calls_the_tool_and_speaks_its_result(llm_path):
     scripted = ScriptedLLM(time_script)
     async with scripted, AgentSession(llm=scripted) as session:
         await session.start(Assistant())
         result = await session.run(user_input="What time is it in Tokyo?")
         result.expect.next_event().is_function_call(name="get_time", arguments={"location": "Tokyo"})
         output = result.expect.next_event().is_function_call_output()
-        assert re.fullmatch(r"\d\d:\d\d on \w+day, \w+ \d+ \(Asia/Tokyo\)", output.event().item.output)
+        assert re.fullmatch(r"It is \d\d:\d\d on \w+day, \w+ \d+ in Tokyo\.", output.event().item.output)
         reply = result.expect.next_event().is_message(role="assistant")
         assert output.event().item.output in reply.event().item.text_content
         result.expect.no_more_events()
 
 
-async def test_unknown_place_is_an_error_the_agent_recovers_from():
+async def test_unknown_place_is_an_error_the_agent_recovers_from(llm_path):
     scripted = ScriptedLLM(time_script)
     async with scripted, AgentSession(llm=scripted) as session:
         await session.start(Assistant())

@@ -23,7 +23,7 @@ def scripted_reply(messages: list[dict]) -> dict:
     """{'content': str} or {'tool_call': (name, arguments)} for the conversation so far."""
     last = messages[-1]
     if last.get("role") == "tool":
-        return {"content": f"Sure. The time there is {last.get('content', '')}."}
+        return {"content": f"Sure. {last.get('content', '')}"}
     text = last.get("content") or ""
     if isinstance(text, list):
         text = " ".join(part.get("text", "") for part in text)

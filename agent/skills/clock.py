@@ -1,4 +1,4 @@
-"""Plain functions behind the agent's function tools (easy to test without a session)."""
+"""The time and date in a named place or time zone."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ def find_zone(location: str) -> ZoneInfo:
     for cand in candidates:
         if cand in zones:
             return ZoneInfo(zones[cand])
-    raise UnknownPlace(f"I don't know the time zone of {location.strip()}")
+    raise UnknownPlace(f"Sorry, I don't know the time zone of {location.strip()}.")
 
 
 def local_time(location: str, now: datetime | None = None) -> str:
     zone = find_zone(location)
     moment = (now or datetime.now(tz=ZoneInfo("UTC"))).astimezone(zone)
-    return f"{moment:%H:%M} on {moment:%A, %B} {moment.day} ({zone.key})"
+    place = zone.key.rsplit("/", 1)[-1].replace("_", " ")
+    return f"It is {moment:%H:%M} on {moment:%A, %B} {moment.day} in {place}."

@@ -1,0 +1,113 @@
+"""The fast path: requests a parser can serve exactly become a tool call with no LLM round trip.
+
+Only unambiguous phrasings match, and only when the arguments check out (a known place, arithmetic that
+evaluates, units that convert); everything else falls through to the LLM. After a routed call the tool's
+own sentence is spoken as the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agent.skills import calculator, clock, units
+
+
+@dataclass
+class Route:
+    tool: str
+    arguments: dict[str, Any]
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip()).strip(" .!?")
+
+
+def _time(text: str) -> Route | None:
+    match = re.search(
+        r"\b(?:time|date|day)\b(?: is it)?(?: right now| now)? in ([a-z][a-z .'-]*?)(?: right now| now)?$", text
+    )
+    if not match or not re.search(r"\b(what|what's|tell me|which)\b", text):
+        return None
+    place = match.group(1).strip()
+    try:
+        clock.find_zone(place)
+    except clock.UnknownPlace:
+        return None
+    return Route("get_time", {"location": place.title()})
+
+
+def _calculate(text: str) -> Route | None:
+    match = re.match(r"^(?:what(?:'s| is)|how much is|calculate|compute|work out)\s+(.+)$", text)
+    if not match or not re.search(r"\d", match.group(1)):
+        return None
+    expression = match.group(1)
+    try:
+        calculator.evaluate(expression)
+    except calculator.CalculationError:
+        return None
+    return Route("calculate", {"expression": expression})
+
+
+NUMBER = r"(-?\d+(?:\.\d+)?)"
+UNIT = r"((?:degrees? )?[a-z][a-z /]*?)"
+
+
+def _convert(text: str) -> Route | None:
+    forms = [
+        (rf"^(?:convert |what(?:'s| is) |how much is )?{NUMBER} ?{UNIT} (?:to|into|in) {UNIT}$", (1, 2, 3)),
+        (rf"^how many {UNIT} (?:are |is )?(?:there )?in {NUMBER} ?{UNIT}$", (2, 3, 1)),
+        (rf"^how many {UNIT} (?:is|are) {NUMBER} ?{UNIT}$", (2, 3, 1)),
+    ]
+    for pattern, (v, f, t) in forms:
+        if match := re.match(pattern, text):
+            value, source, target = float(match.group(v)), match.group(f).strip(), match.group(t).strip()
+            try:
+                units.convert(value, source, target)
+            except units.ConversionError:
+                return None
+            if value.is_integer():
+                value = int(value)
+            return Route("convert_units", {"value": value, "from_unit": source, "to_unit": target})
+    return None
+
+
+def _notes(text: str) -> Route | None:
+    if match := re.match(r"^(?:please )?(?:remember|make a note|take a note|save a note)(?: that|:)? (.{3,})$", text):
+        return Route("save_note", {"text": match.group(1)})
+    if re.search(r"\b(forget|delete|erase|clear)\b.*\b(my notes|all notes|the notes|everything i told you)\b", text):
+        return Route("forget_notes", {})
+    if re.search(
+        r"\b(my notes|what did i ask you to remember|what did i tell you to remember|read me my notes)\b", text
+    ):
+        return Route("recall_notes", {"topic": ""})
+    return None
+
+
+def _goodbye(text: str) -> Route | None:
+    if re.search(
+        r"(^|\b(?:ok|okay|thanks|thank you|that's all|that is all)\b.*)\b(good ?bye|bye(?: bye)?)$", text
+    ) or re.match(r"^(?:please )?(?:hang up|end (?:the|this) call)$", text):
+        return Route("end_call", {})
+    return None
+
+
+PARSERS = {
+    "get_time": _time,
+    "convert_units": _convert,
+    "calculate": _calculate,
+    "save_note": _notes,
+    "end_call": _goodbye,
+}
+
+
+def route(utterance: str, enabled: set[str]) -> Route | None:
+    """The tool call that serves this request exactly, or None to let the LLM handle it."""
+    text = _clean(utterance.lower())
+    if not text or len(text) > 200:
+        return None
+    for name, parse in PARSERS.items():
+        if name in enabled and (found := parse(text)) and found.tool in enabled:
+            return found
+    return None

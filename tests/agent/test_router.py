@@ -1,0 +1,74 @@
+"""The skills fast path: exact requests become tool calls without the LLM; anything unclear falls through."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.skills import SKILLS, tools_for
+from agent.skills.router import route
+
+ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call"}
+
+
+@pytest.mark.parametrize(
+    ("utterance", "tool", "arguments"),
+    [
+        ("What time is it in Tokyo?", "get_time", {"location": "Tokyo"}),
+        ("what's the time in New York right now", "get_time", {"location": "New York"}),
+        ("What's the date in Sydney?", "get_time", {"location": "Sydney"}),
+        ("What is 17 times 23?", "calculate", {"expression": "17 times 23"}),
+        ("How much is 15 percent of 240?", "calculate", {"expression": "15 percent of 240"}),
+        ("What's the square root of 1764?", "calculate", {"expression": "the square root of 1764"}),
+        ("Calculate 2 + 2 * 10", "calculate", {"expression": "2 + 2 * 10"}),
+        (
+            "Convert 5 miles to kilometers.",
+            "convert_units",
+            {"value": 5, "from_unit": "miles", "to_unit": "kilometers"},
+        ),
+        (
+            "How many pounds is 3 kilograms?",
+            "convert_units",
+            {"value": 3, "from_unit": "kilograms", "to_unit": "pounds"},
+        ),
+        (
+            "What is 100 degrees fahrenheit in celsius?",
+            "convert_units",
+            {"value": 100, "from_unit": "degrees fahrenheit", "to_unit": "celsius"},
+        ),
+        (
+            "How many ounces are in 2.5 pounds",
+            "convert_units",
+            {"value": 2.5, "from_unit": "pounds", "to_unit": "ounces"},
+        ),
+        ("Remember that my parking spot is B12.", "save_note", {"text": "my parking spot is b12"}),
+        ("Please make a note: call mom on Sunday", "save_note", {"text": "call mom on sunday"}),
+        ("What did I ask you to remember?", "recall_notes", {"topic": ""}),
+        ("Read me my notes", "recall_notes", {"topic": ""}),
+        ("Forget my notes please", "forget_notes", {}),
+        ("That's all, thanks. Goodbye!", "end_call", {}),
+        ("Bye!", "end_call", {}),
+        ("Please hang up", "end_call", {}),
+        # Not exact enough: the LLM decides.
+        ("What time is it?", None, None),
+        ("What time do the shops close in the evening?", None, None),
+        ("What time is it in Atlantis?", None, None),
+        ("What is the capital of Canada?", None, None),
+        ("What is love?", None, None),
+        ("Convert 3 apples to oranges", None, None),
+        ("Remember", None, None),
+        ("I said goodbye to my friend yesterday and then", None, None),
+        ("Don't say goodbye yet, tell me a joke", None, None),
+        ("Tell me a fun fact about octopuses.", None, None),
+    ],
+)
+def test_route(utterance, tool, arguments):
+    found = route(utterance, ALL)
+    if tool is None:
+        assert found is None, found
+    else:
+        assert found is not None and (found.tool, found.arguments) == (tool, arguments)
+
+
+def test_only_enabled_skills_are_routed():
+    assert route("What is 17 times 23?", {"get_time"}) is None
+    assert route("What time is it in Tokyo?", {"get_time"}).tool == "get_time"

@@ -21,6 +21,7 @@ from livekit.agents import (
     llm,
     utils,
 )
+from livekit.agents.voice.room_io import RoomOptions
 
 from agent import echo, pipeline, skills
 from agent.settings import get_settings
@@ -33,8 +34,6 @@ INSTRUCTIONS = (
     "Reply in one or two short sentences of plain spoken English: no lists, no markdown, no emoji."
 )
 GREETING = "Hi! I'm your voice assistant. How can I help?"
-
-
 GOODBYE = "Goodbye, and thanks for calling!"
 
 
@@ -106,7 +105,10 @@ async def entrypoint(ctx: JobContext) -> None:
         turn_handling=pipeline.turn_handling(settings, shared),
     )
     pipeline.log_turn_metrics(session)
-    await session.start(agent=Assistant(), room=ctx.room)
+    # Talk with the participant whose identity the notes are kept under.
+    await session.start(
+        agent=Assistant(), room=ctx.room, room_options=RoomOptions(participant_identity=caller.identity)
+    )
 
 
 if __name__ == "__main__":

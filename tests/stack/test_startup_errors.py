@@ -83,7 +83,7 @@ def test_no_livekit_server_and_no_go_names_the_fix(tmp_path):
         "VOICE_AGENT_CACHE": str(tmp_path / "cache"),
     }
     if shutil.which("go", path=env["PATH"]) or shutil.which("livekit-server", path=env["PATH"]):
-        pytest.skip("Go or livekit-server is installed system-wide here")
+        pytest.skip("Go or livekit-server sits in /usr/bin here, so a machine without them cannot be simulated")
     result = run(["bash", "scripts/setup"], env, timeout=600)
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]

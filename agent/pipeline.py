@@ -92,6 +92,11 @@ def turn_handling(s: AgentSettings, shared: Shared) -> dict:
     return {
         "turn_detection": shared.turn_detector if shared.turn_detector is not None else "vad",
         "endpointing": {"min_delay": s.endpointing_min_delay_s, "max_delay": s.endpointing_max_delay_s},
+        "interruption": {
+            "min_duration": s.interrupt_min_speech_s,
+            "resume_false_interruption": s.resume_false_interruption,
+            "false_interruption_timeout": s.false_interruption_timeout_s,
+        },
     }
 
 

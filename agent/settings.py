@@ -44,6 +44,11 @@ class AgentSettings(BaseSettings):
     vad_min_silence_s: float = Field(default=0.35, ge=0.1, le=3.0)
     endpointing_min_delay_s: float = Field(default=0.2, ge=0.0, le=5.0)
     endpointing_max_delay_s: float = Field(default=2.0, ge=0.1, le=10.0)
+    # Barge-in: how long the user must speak over the agent to stop it, and whether the agent resumes
+    # when what stopped it turns out not to be speech (a cough, a door) within the timeout.
+    interrupt_min_speech_s: float = Field(default=0.3, ge=0.05, le=5.0)
+    resume_false_interruption: bool = True
+    false_interruption_timeout_s: float = Field(default=1.5, ge=0.2, le=10.0)
 
     cpu_threads: int = Field(default=2, ge=1)
 

@@ -18,6 +18,11 @@ from aiohttp import web
 
 from stack.services import free_port
 
+LONG_STORY = " ".join(
+    f"Sentence {n} of the story tells how the little robot walked further along the quiet river bank."
+    for n in range(1, 13)
+)
+
 
 def scripted_reply(messages: list[dict]) -> dict:
     """{'content': str} or {'tool_call': (name, arguments)} for the conversation so far."""
@@ -27,6 +32,8 @@ def scripted_reply(messages: list[dict]) -> dict:
     text = last.get("content") or ""
     if isinstance(text, list):
         text = " ".join(part.get("text", "") for part in text)
+    if "story" in text.lower():
+        return {"content": LONG_STORY}
     if "time" in text.lower():
         place = re.search(r"\bin ([A-Za-z][A-Za-z .'-]*)", text)
         location = place.group(1).strip(" .?!") if place else "UTC"

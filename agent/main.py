@@ -63,7 +63,9 @@ class Assistant(Agent):
                 # The tool's own sentence is the answer (or its apology).
                 yield GOODBYE if self._routed.pop(last.call_id) == "end_call" else last.output
                 return
-        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+        # The LLM sees the instructions and the latest items only: a bounded prompt however long the call.
+        window = chat_ctx.copy().truncate(max_items=get_settings().context_max_items)
+        async for chunk in Agent.default.llm_node(self, window, tools, model_settings):
             yield chunk
 
 

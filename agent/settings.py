@@ -51,6 +51,8 @@ class AgentSettings(BaseSettings):
     false_interruption_timeout_s: float = Field(default=1.5, ge=0.2, le=10.0)
 
     cpu_threads: int = Field(default=2, ge=1)
+    # The conversation the LLM sees is the last N items (plus the instructions): bounded prompt, bounded memory.
+    context_max_items: int = Field(default=24, ge=4, le=500)
 
     # Skills (function tools) this agent offers, comma-separated names from agent/skills.
     agent_skills: str = "time,calculator,units,notes,end_call"

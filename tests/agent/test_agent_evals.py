@@ -75,6 +75,21 @@ async def test_fast_path_answers_exact_requests_without_the_llm():
     assert scripted.calls == []
 
 
+async def test_context_stays_bounded_over_a_long_conversation(llm_path, monkeypatch):
+    monkeypatch.setattr(get_settings(), "context_max_items", 8)
+    scripted = ScriptedLLM(lambda ctx: f"Reply {len(ctx.items)}.")
+    async with scripted, AgentSession(llm=scripted) as session:
+        await session.start(Assistant())
+        for n in range(15):
+            await session.run(user_input=f"Message number {n}")
+    seen = scripted.calls[-1]
+    messages = [item for item in seen.items if item.type == "message"]
+    assert messages[0].role == "system" and messages[0].text_content.startswith("You are a friendly")
+    assert len(seen.items) <= 9
+    assert messages[-1].text_content == "Message number 14"
+    assert all(m.text_content != "Message number 3" for m in messages)
+
+
 async def test_time_question_calls_the_tool_and_speaks_its_result(llm_path):
     scripted = ScriptedLLM(time_script)
     async with scripted, AgentSession(llm=scripted) as session:

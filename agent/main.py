@@ -23,7 +23,7 @@ from livekit.agents import (
 )
 from livekit.agents.voice.room_io import RoomOptions
 
-from agent import echo, pipeline, skills
+from agent import echo, memory, pipeline, skills
 from agent.settings import get_settings
 from agent.skills import router
 
@@ -38,9 +38,13 @@ GOODBYE = "Goodbye, and thanks for calling!"
 
 
 class Assistant(Agent):
-    def __init__(self) -> None:
+    def __init__(self, chat_ctx: llm.ChatContext | None = None) -> None:
         names = get_settings().skills
-        super().__init__(instructions=f"{INSTRUCTIONS} {skills.instructions_for(names)}", tools=skills.tools_for(names))
+        super().__init__(
+            instructions=f"{INSTRUCTIONS} {skills.instructions_for(names)}",
+            tools=skills.tools_for(names),
+            chat_ctx=chat_ctx,
+        )
         self._routed: dict[str, str] = {}  # call id -> tool, for calls the fast path made
 
     async def on_enter(self) -> None:
@@ -99,7 +103,7 @@ async def entrypoint(ctx: JobContext) -> None:
     await ctx.connect()
     caller = await ctx.wait_for_participant()
     session = AgentSession(
-        userdata=skills.CallContext(identity=caller.identity, notes=shared.notes),
+        userdata=skills.CallContext(identity=caller.identity, notes=shared.notes, memory=shared.memory),
         vad=shared.vad,  # 1. voice activity: when the user speaks
         stt=pipeline.build_stt(settings),  # 2. speech to text
         llm=pipeline.build_llm(settings),  # 3. the language model, with the agent's tools
@@ -107,10 +111,11 @@ async def entrypoint(ctx: JobContext) -> None:
         turn_handling=pipeline.turn_handling(settings, shared),
     )
     pipeline.log_turn_metrics(session)
-    # Talk with the participant whose identity the notes are kept under.
-    await session.start(
-        agent=Assistant(), room=ctx.room, room_options=RoomOptions(participant_identity=caller.identity)
-    )
+    memory.record(session, shared.memory, caller.identity)
+    earlier = memory.recap(shared.memory, caller.identity, settings.memory_turns)
+    # Talk with the participant whose identity the notes and memories are kept under.
+    linked = RoomOptions(participant_identity=caller.identity)
+    await session.start(agent=Assistant(chat_ctx=earlier), room=ctx.room, room_options=linked)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from livekit.agents import Agent, AgentServer, AgentSession, llm, stt, tts, vad
 from livekit.agents.voice import ConversationItemAddedEvent
 from livekit.plugins import openai, silero
 
+from agent.memory import MemoryStore
 from agent.settings import AgentSettings
 from agent.skills import UnknownSkill, check, units
 from agent.skills.notes import NoteStore
@@ -31,6 +32,7 @@ class Shared:
 
     vad: vad.VAD
     notes: NoteStore
+    memory: MemoryStore
     turn_detector: object | None = None
 
 
@@ -71,7 +73,8 @@ def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
     The providers keep their engines in process-wide caches, so the per-session instances that
     `build_*` make afterwards are cheap.
     """
-    shared = Shared(vad=build_vad(s), notes=NoteStore(s.data_dir / "agent.db"))
+    db = s.data_dir / "agent.db"
+    shared = Shared(vad=build_vad(s), notes=NoteStore(db), memory=MemoryStore(db))
     units.registry()  # pint parses its unit definitions once (~1 s)
     if s.turn_detection == "model":
         from livekit.agents.inference import TurnDetector

@@ -53,6 +53,8 @@ class AgentSettings(BaseSettings):
     cpu_threads: int = Field(default=2, ge=1)
     # The conversation the LLM sees is the last N items (plus the instructions): bounded prompt, bounded memory.
     context_max_items: int = Field(default=24, ge=4, le=500)
+    # Memory across calls: how many earlier exchanges with the same caller start the next call (0: none).
+    memory_turns: int = Field(default=3, ge=0, le=20)
 
     # Skills (function tools) this agent offers, comma-separated names from agent/skills.
     agent_skills: str = "time,calculator,units,notes,end_call"

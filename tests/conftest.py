@@ -26,7 +26,9 @@ def scripted_llm() -> Iterator[OpenAIStandIn]:
 
 
 @pytest.fixture(scope="module")
-def stack(scripted_llm: OpenAIStandIn, artifacts: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def stack(
+    scripted_llm: OpenAIStandIn, artifacts: Path, request: pytest.FixtureRequest, tmp_path_factory
+) -> Iterator[Stack]:
     """livekit-server + agent worker (local STT/TTS, scripted OpenAI-compatible LLM) + token server."""
     log_dir = artifacts / f"logs-{request.module.__name__.rsplit('.', 1)[-1]}"
     log_dir.mkdir(exist_ok=True)
@@ -36,15 +38,18 @@ def stack(scripted_llm: OpenAIStandIn, artifacts: Path, request: pytest.FixtureR
         "LLM_MODEL": "scripted-model",
         # These tests follow tool calls made by the LLM, so the skills fast path steps aside.
         "SKILL_FAST_PATH": "false",
+        # Notes and memories of test callers stay out of the user's own data.
+        "DATA_DIR": str(tmp_path_factory.mktemp("agent-data")),
     }
     with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def local_stack(artifacts: Path) -> Iterator[Stack]:
+def local_stack(artifacts: Path, tmp_path_factory) -> Iterator[Stack]:
     """The offline default: local Whisper, local llama.cpp LLM, local hibari TTS."""
     log_dir = artifacts / "logs-local-default"
     log_dir.mkdir(exist_ok=True)
-    with Stack(loopback_ports(), env={"LLM_BASE_URL": ""}, log_dir=log_dir) as running:
+    env = {"LLM_BASE_URL": "", "DATA_DIR": str(tmp_path_factory.mktemp("agent-data"))}
+    with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
         yield running

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from livekit.agents import RunContext, ToolError, function_tool, llm
 from livekit.agents.beta.tools import EndCallTool
 
+from agent.memory import MemoryStore
 from agent.skills import calculator, clock, units
 from agent.skills.notes import NoteStore
 
@@ -22,6 +23,7 @@ class CallContext:
 
     identity: str = "anonymous"
     notes: NoteStore | None = None
+    memory: MemoryStore | None = None
 
 
 def _caller(context: RunContext) -> CallContext:
@@ -109,12 +111,14 @@ async def recall_notes(context: RunContext, topic: str = "") -> str:
 
 @function_tool
 async def forget_notes(context: RunContext) -> str:
-    """Delete every note the person saved, when they ask you to forget them."""
+    """Delete the person's saved notes and what you remember of earlier calls, when they ask you to forget."""
     caller = _caller(context)
     if caller.notes is None:
         raise ToolError("Sorry, notes are not available right now.")
     count = caller.notes.forget(caller.identity)
-    return f"Done. I deleted {count} note{'' if count == 1 else 's'}."
+    if caller.memory is not None:
+        caller.memory.forget(caller.identity)
+    return f"Done. I deleted {count} note{'' if count == 1 else 's'} and forgot our earlier calls."
 
 
 def _end_call() -> list[llm.Tool | llm.Toolset]:

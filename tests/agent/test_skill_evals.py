@@ -108,7 +108,7 @@ async def test_notes_are_saved_recalled_across_a_restart_and_forgotten(tmp_path)
     )
     assert await turn("ana", "What was my locker code?") == "Your notes: 1. my locker code is 4512."
     assert await turn("bob", "What was my locker code?") == "You have no saved notes about locker."
-    assert await turn("ana", "Forget my notes") == "Done. I deleted 1 note."
+    assert await turn("ana", "Forget my notes") == "Done. I deleted 1 note and forgot our earlier calls."
     assert await turn("ana", "What was my locker code?") == "You have no saved notes about locker."
 
 

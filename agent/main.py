@@ -17,39 +17,40 @@ from livekit.agents import (
     JobExecutorType,
     JobProcess,
     ModelSettings,
+    RunContext,
     cli,
+    function_tool,
     llm,
     utils,
 )
 from livekit.agents.voice.room_io import RoomOptions
 
-from agent import echo, memory, pipeline, skills
+from agent import echo, memory, personas, pipeline, skills
 from agent.settings import get_settings
 from agent.skills import router
 
 logger = logging.getLogger("agent")
 
-INSTRUCTIONS = (
-    "You are a friendly, helpful voice assistant talking with a person over a voice call. "
-    "Reply in one or two short sentences of plain spoken English: no lists, no markdown, no emoji."
-)
-GREETING = "Hi! I'm your voice assistant. How can I help?"
 GOODBYE = "Goodbye, and thanks for calling!"
 
 
-class Assistant(Agent):
-    def __init__(self, chat_ctx: llm.ChatContext | None = None) -> None:
-        names = get_settings().skills
-        super().__init__(
-            instructions=f"{INSTRUCTIONS} {skills.instructions_for(names)}",
-            tools=skills.tools_for(names),
-            chat_ctx=chat_ctx,
-        )
+class PersonaAgent(Agent):
+    """An agent as a persona from agent/personas.yaml describes it (PERSONA picks the default one)."""
+
+    def __init__(self, persona: personas.Persona | None = None, chat_ctx: llm.ChatContext | None = None) -> None:
+        settings = get_settings()
+        self.persona = persona or personas.get(settings.persona)
+        names = [name for name in self.persona.skills if name in settings.skills]
+        tools = skills.tools_for(names)
+        hints = skills.instructions_for(names)
+        if self.persona.hands_over_to:
+            tools.append(transfer_tool(self.persona.hands_over_to))
+        super().__init__(instructions=f"{self.persona.instructions} {hints}".strip(), tools=tools, chat_ctx=chat_ctx)
         self._routed: dict[str, str] = {}  # call id -> tool, for calls the fast path made
 
     async def on_enter(self) -> None:
         # A fixed greeting: no LLM round trip, and it stays out of the chat context.
-        self.session.say(GREETING, add_to_chat_ctx=False)
+        self.session.say(self.persona.greeting, add_to_chat_ctx=False)
 
     async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
         """The fast path first: a request the skills router understands exactly needs no LLM."""
@@ -71,6 +72,19 @@ class Assistant(Agent):
         window = chat_ctx.copy().truncate(max_items=get_settings().context_max_items)
         async for chunk in Agent.default.llm_node(self, window, tools, model_settings):
             yield chunk
+
+
+class Assistant(PersonaAgent):
+    """The default persona."""
+
+
+def transfer_tool(target: str) -> llm.FunctionTool:
+    async def transfer(context: RunContext, reason: str) -> tuple[Agent, str]:
+        history = context.session.current_agent.chat_ctx.copy(exclude_instructions=True)
+        return PersonaAgent(personas.get(target), chat_ctx=history), f"Transferring you to the {target} now."
+
+    description = f"Hand the caller over to the {target} when their question is for the {target}."
+    return function_tool(transfer, name="transfer", description=description)
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -115,7 +129,13 @@ async def entrypoint(ctx: JobContext) -> None:
     earlier = memory.recap(shared.memory, caller.identity, settings.memory_turns)
     # Talk with the participant whose identity the notes and memories are kept under.
     linked = RoomOptions(participant_identity=caller.identity)
-    await session.start(agent=Assistant(chat_ctx=earlier), room=ctx.room, room_options=linked)
+    persona = pipeline.dispatch_options(ctx.job.metadata).get("persona", settings.persona)
+    try:
+        agent = PersonaAgent(personas.get(str(persona)), chat_ctx=earlier)
+    except personas.UnknownPersona as exc:
+        logger.warning("%s; using the default persona", exc)
+        agent = PersonaAgent(chat_ctx=earlier)
+    await session.start(agent=agent, room=ctx.room, room_options=linked)
 
 
 if __name__ == "__main__":

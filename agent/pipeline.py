@@ -16,6 +16,7 @@ from livekit.agents import Agent, AgentServer, AgentSession, llm, stt, tts, vad
 from livekit.agents.voice import ConversationItemAddedEvent
 from livekit.plugins import openai, silero
 
+from agent import personas
 from agent.memory import MemoryStore
 from agent.settings import AgentSettings
 from agent.skills import UnknownSkill, check, units
@@ -138,7 +139,8 @@ def preflight(s: AgentSettings) -> None:
 
     try:
         check(s.skills)
-    except UnknownSkill as exc:
+        personas.get(s.persona)
+    except (UnknownSkill, personas.UnknownPersona) as exc:
         fail(str(exc))
     try:
         whisper_model(s.stt_model)

@@ -56,7 +56,10 @@ class AgentSettings(BaseSettings):
     # Memory across calls: how many earlier exchanges with the same caller start the next call (0: none).
     memory_turns: int = Field(default=3, ge=0, le=20)
 
-    # Skills (function tools) this agent offers, comma-separated names from agent/skills.
+    # Who the agent is: a persona from agent/personas.yaml (a call may ask for another in its dispatch metadata).
+    persona: str = "assistant"
+    # Skills (function tools) the operator allows, comma-separated names from agent/skills; each persona
+    # offers those of its own skills that are allowed here.
     agent_skills: str = "time,calculator,units,notes,end_call"
     # Serve requests a parser understands exactly (time somewhere, arithmetic, conversions, notes, goodbye)
     # without an LLM round trip; anything else goes to the LLM.

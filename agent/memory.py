@@ -3,31 +3,24 @@ back to the agent at the start of their next call. `forget` erases it (the forge
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from contextlib import closing
-from pathlib import Path
 
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice import ConversationItemAddedEvent
+
+from agent.storage import SqliteStore
 
 KEEP_PER_CALLER = 40
 MAX_TEXT = 300
 
 
-class MemoryStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS memories (id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
-                " role TEXT NOT NULL, text TEXT NOT NULL, created REAL NOT NULL)"
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS memories_identity ON memories (identity, created)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=5)
+class MemoryStore(SqliteStore):
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS memories (id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
+        " role TEXT NOT NULL, text TEXT NOT NULL, created REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS memories_identity ON memories (identity, created)",
+    )
 
     def add(self, identity: str, role: str, text: str) -> None:
         text = " ".join(text.split())[:MAX_TEXT]

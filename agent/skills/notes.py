@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from contextlib import closing
-from pathlib import Path
+
+from agent.storage import SqliteStore
 
 MAX_NOTE = 500
 MAX_NOTES = 200
 
 
-class NoteStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
-                " text TEXT NOT NULL, created REAL NOT NULL)"
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS notes_identity ON notes (identity, created)")
-
-    def _connect(self) -> sqlite3.Connection:
-        # One short connection per call: tools run on different threads and event loops.
-        return sqlite3.connect(self.path, timeout=5)
+class NoteStore(SqliteStore):
+    SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, identity TEXT NOT NULL,"
+        " text TEXT NOT NULL, created REAL NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS notes_identity ON notes (identity, created)",
+    )
 
     def add(self, identity: str, text: str) -> None:
         text = " ".join(text.split())[:MAX_NOTE]

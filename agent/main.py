@@ -5,10 +5,13 @@ Run: `uv run python -m agent.main start` (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+from collections.abc import AsyncIterable, AsyncIterator
 
+from livekit import rtc
 from livekit.agents import (
     Agent,
     AgentServer,
@@ -23,15 +26,19 @@ from livekit.agents import (
     llm,
     utils,
 )
+from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
-from agent import echo, memory, personas, pipeline, skills
+from agent import echo, memory, personas, pipeline, skills, waterfall
+from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
 
 logger = logging.getLogger("agent")
 
 GOODBYE = "Goodbye, and thanks for calling!"
+ROUTED = "route_"  # call ids of the tool calls the fast path makes
+TOOL_ITEMS = ("function_call", "function_call_output")
 
 
 class PersonaAgent(Agent):
@@ -47,19 +54,34 @@ class PersonaAgent(Agent):
             tools.append(transfer_tool(self.persona.hands_over_to))
         super().__init__(instructions=f"{self.persona.instructions} {hints}".strip(), tools=tools, chat_ctx=chat_ctx)
         self._routed: dict[str, str] = {}  # call id -> tool, for calls the fast path made
+        self._window_from: str | None = None  # first item of the LLM's window
+        self._prefill_next: str | None = None
+        self._prefill_task: asyncio.Task | None = None
 
     async def on_enter(self) -> None:
         # A fixed greeting: no LLM round trip, and it stays out of the chat context.
         self.session.say(self.persona.greeting, add_to_chat_ctx=False)
 
     async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
+        waterfall.mark(self.session, "llm_request")
+        async for chunk in self._reply(chat_ctx, tools, model_settings):
+            if isinstance(chunk, str) or (isinstance(chunk, llm.ChatChunk) and chunk.delta and chunk.delta.content):
+                waterfall.mark(self.session, "llm_first_token")
+            yield chunk
+
+    async def tts_node(self, text: AsyncIterable[str], model_settings: ModelSettings) -> AsyncIterator[rtc.AudioFrame]:
+        audio = Agent.default.tts_node(self, waterfall.timed_text(self.session, text), model_settings)
+        async for frame in waterfall.timed_audio(self.session, audio):
+            yield frame
+
+    async def _reply(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
         """The fast path first: a request the skills router understands exactly needs no LLM."""
         last = chat_ctx.items[-1] if chat_ctx.items else None
         if get_settings().skill_fast_path and last is not None:
             if last.type == "message" and last.role == "user":
                 found = router.route(last.text_content or "", {tool.id for tool in tools})
                 if found:
-                    call_id = utils.shortuuid("route_")
+                    call_id = utils.shortuuid(ROUTED)
                     self._routed[call_id] = found.tool
                     call = llm.FunctionToolCall(name=found.tool, arguments=json.dumps(found.arguments), call_id=call_id)
                     yield llm.ChatChunk(id=call_id, delta=llm.ChoiceDelta(role="assistant", tool_calls=[call]))
@@ -68,10 +90,44 @@ class PersonaAgent(Agent):
                 # The tool's own sentence is the answer (or its apology).
                 yield GOODBYE if self._routed.pop(last.call_id) == "end_call" else last.output
                 return
-        # The LLM sees the instructions and the latest items only: a bounded prompt however long the call.
-        window = chat_ctx.copy().truncate(max_items=get_settings().context_max_items)
-        async for chunk in Agent.default.llm_node(self, window, tools, model_settings):
+        async for chunk in Agent.default.llm_node(self, self.llm_view(chat_ctx), tools, model_settings):
             yield chunk
+
+    def llm_view(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
+        """What the LLM is shown: the instructions and a window of the latest items, without the fast path's
+        tool calls (its answers stay). The window moves in steps of half its size, so the prompt's start stays
+        the same for many turns and the model finds it cached."""
+        items = [i for i in chat_ctx.items if not (i.type in TOOL_ITEMS and i.call_id.startswith(ROUTED))]
+        head = [i for i in items if i.type == "message" and i.role in ("system", "developer")]
+        body = [i for i in items if i not in head]
+        ids = [i.id for i in body]
+        start = ids.index(self._window_from) if self._window_from in ids else 0
+        limit = get_settings().context_max_items
+        if len(body) - start > limit:
+            start = len(body) - limit // 2
+            while start < len(body) - 1 and not (body[start].type == "message" and body[start].role == "user"):
+                start += 1
+            self._window_from = body[start].id
+        return llm.ChatContext(head + body[start:])
+
+    def prefill_soon(self, partial_user: str = "") -> None:
+        """Lets a local LLM evaluate the next prompt's start while the user is still speaking (or about to)."""
+        model = self.session.llm
+        if not isinstance(model, LlamaLLM):
+            return
+        self._prefill_next = partial_user
+        if self._prefill_task is None or self._prefill_task.done():
+            self._prefill_task = asyncio.create_task(self._prefill(model))
+
+    async def _prefill(self, model: LlamaLLM) -> None:
+        while (partial := self._prefill_next) is not None:
+            self._prefill_next = None
+            upcoming = self.chat_ctx.copy()
+            upcoming.add_message(role="user", content=partial)
+            try:
+                await asyncio.to_thread(model.prefill, self.llm_view(upcoming), list(self.tools))
+            except Exception:  # an optimisation only: the request itself evaluates whatever is missing
+                logger.exception("prefill failed")
 
 
 class Assistant(PersonaAgent):
@@ -85,6 +141,24 @@ def transfer_tool(target: str) -> llm.FunctionTool:
 
     description = f"Hand the caller over to the {target} when their question is for the {target}."
     return function_tool(transfer, name="transfer", description=description)
+
+
+def prefill_while_listening(session: AgentSession) -> None:
+    """A local LLM reads the conversation ahead of each request: after each answer, and as the user speaks."""
+
+    def agent() -> PersonaAgent | None:
+        current = session.current_agent if session.agent_state != "initializing" else None
+        return current if isinstance(current, PersonaAgent) else None
+
+    @session.on("user_input_transcribed")
+    def _on_words(ev: UserInputTranscribedEvent) -> None:
+        if not ev.is_final and (current := agent()) is not None:
+            current.prefill_soon(ev.transcript)
+
+    @session.on("conversation_item_added")
+    def _on_item(ev: ConversationItemAddedEvent) -> None:
+        if ev.item.type == "message" and ev.item.role == "assistant" and (current := agent()) is not None:
+            current.prefill_soon()
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -119,12 +193,14 @@ async def entrypoint(ctx: JobContext) -> None:
     session = AgentSession(
         userdata=skills.CallContext(identity=caller.identity, notes=shared.notes, memory=shared.memory),
         vad=shared.vad,  # 1. voice activity: when the user speaks
-        stt=pipeline.build_stt(settings),  # 2. speech to text
+        stt=pipeline.build_stt(settings, shared.vad),  # 2. speech to text, streaming
         llm=pipeline.build_llm(settings),  # 3. the language model, with the agent's tools
         tts=pipeline.build_tts(settings),  # 4. text to speech, sentence by sentence
         turn_handling=pipeline.turn_handling(settings, shared),
     )
     pipeline.log_turn_metrics(session)
+    waterfall.attach(session, ctx.room)
+    prefill_while_listening(session)
     memory.record(session, shared.memory, caller.identity)
     earlier = memory.recap(shared.memory, caller.identity, settings.memory_turns)
     # Talk with the participant whose identity the notes and memories are kept under.

@@ -37,10 +37,17 @@ class Shared:
     turn_detector: object | None = None
 
 
-def build_stt(s: AgentSettings) -> stt.STT:
+def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
+    """With the worker's VAD the local STT streams: interim transcripts, and the final one ready at end of speech."""
     from agent.providers.whisper_stt import WhisperSTT
 
-    return WhisperSTT(model=s.stt_model, language=s.stt_language, beam_size=s.stt_beam_size, cpu_threads=s.cpu_threads)
+    return WhisperSTT(
+        model=s.stt_model,
+        language=s.stt_language,
+        beam_size=s.stt_beam_size,
+        cpu_threads=s.cpu_threads,
+        vad=vad if s.stt_streaming else None,
+    )
 
 
 def build_llm(s: AgentSettings) -> llm.LLM:

@@ -25,6 +25,9 @@ class AgentSettings(BaseSettings):
     stt_model: str = "base"
     stt_language: str = "en"
     stt_beam_size: int = Field(default=5, ge=1, le=10)
+    # Interim transcripts while the user speaks and a final one decoded during the first silence (off: decode
+    # each utterance after the VAD says it ended).
+    stt_streaming: bool = True
 
     # LLM: an OpenAI-compatible endpoint when LLM_BASE_URL is set, the local llama.cpp model otherwise.
     llm_base_url: str | None = None

@@ -26,6 +26,7 @@ logger = logging.getLogger("agent.llm")
 
 TOOL_MARKERS = ("<tool_call>", "<tools>", "```", '{"name"', '{"function"', '{"type": "function"')
 STOP = ["<|im_end|>", "<|endoftext|>", "</tool_call>\n\n"]
+PREFILL_STEP = 16  # tokens per step: a waiting request never waits for more than one step (~0.3 s)
 ANSWER_NOW = "Answer the person now in one or two short sentences, using the tool result above."
 
 
@@ -37,6 +38,33 @@ class Engine:
     template: Any
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
     warmed: set[str] = field(default_factory=set)
+    waiting: int = 0  # generations waiting for the lock: a prefill gives way to them
+
+    def prefill(self, text: str) -> int:
+        """Evaluates `text` as the start of the next prompt, so that prompt finds it cached.
+
+        Runs only while no generation needs the model, in small steps that stop as soon as one does.
+        Returns how many tokens it evaluated.
+        """
+        if self.waiting or not self.lock.acquire(blocking=False):
+            return 0
+        try:
+            llama = self.llama
+            tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
+            if len(tokens) >= llama.n_ctx():
+                return 0
+            cached = _common_prefix(llama._input_ids.tolist(), tokens)
+            llama.n_tokens = min(llama.n_tokens, cached)
+            done = 0
+            for start in range(cached, len(tokens), PREFILL_STEP):
+                if self.waiting:
+                    break
+                step = tokens[start : start + PREFILL_STEP]
+                llama.eval(step)
+                done += len(step)
+            return done
+        finally:
+            self.lock.release()
 
 
 @lru_cache(maxsize=2)
@@ -159,6 +187,15 @@ def parse_tool_calls(text: str) -> list[ParsedCall]:
     return calls
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class LlamaLLM(llm.LLM):
     def __init__(
         self,
@@ -183,13 +220,13 @@ class LlamaLLM(llm.LLM):
     def provider(self) -> str:
         return "llama.cpp"
 
-    def render(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> str:
+    def render(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], generation_prompt: bool = True) -> str:
         schemas = llm.ToolContext(tools).parse_function_tools("openai", strict=False) if tools else None
         messages = _plain_messages(chat_ctx)
-        if messages and messages[-1].get("role") == "tool":
+        if generation_prompt and messages and messages[-1].get("role") == "tool":
             # Small models repeat the same call after its result; a last cue turns them to the answer.
             messages.append({"role": "system", "content": ANSWER_NOW})
-        return self._engine.template.render(messages=messages, tools=schemas, add_generation_prompt=True)
+        return self._engine.template.render(messages=messages, tools=schemas, add_generation_prompt=generation_prompt)
 
     def warm(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> float:
         """Evaluates the prompt prefix (system prompt + tools) so the first turn starts from cache."""
@@ -202,6 +239,18 @@ class LlamaLLM(llm.LLM):
                     pass
                 engine.warmed.add(prompt)
         return time.perf_counter() - started
+
+    def prefill(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> int:
+        """Evaluates the known start of the next prompt. `chat_ctx` ends with the user's message as heard so far
+        (empty before they speak); it counts up to its last complete word. Blocking: call it off the event loop."""
+        partial = chat_ctx.items[-1].text_content if chat_ctx.items else ""
+        if partial and " " in partial.strip():
+            text = self.render(chat_ctx, tools, generation_prompt=False)
+            text = text[: text.rfind(partial) + len(partial)]
+            text = text[: text.rfind(" ")]
+        else:
+            text = self.render(llm.ChatContext(chat_ctx.items[:-1]), tools, generation_prompt=False)
+        return self._engine.prefill(text)
 
     def chat(
         self,
@@ -239,14 +288,19 @@ class LlamaStream(llm.LLMStream):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         stop = threading.Event()
-        usage = {"prompt": 0, "completion": 0}
+        usage: dict[str, float] = {"prompt": 0, "completion": 0}
 
         def generate() -> None:
+            engine = self._model._engine
+            engine.waiting += 1
             try:
-                engine = self._model._engine
                 with engine.lock:
+                    engine.waiting -= 1
                     llama = engine.llama
-                    usage["prompt"] = len(llama.tokenize(prompt.encode(), add_bos=False, special=True))
+                    tokens = llama.tokenize(prompt.encode(), add_bos=False, special=True)
+                    usage["prompt"] = len(tokens)
+                    usage["cached"] = _common_prefix(llama._input_ids.tolist(), tokens)
+                    started = time.perf_counter()
                     for part in llama.create_completion(
                         prompt,
                         max_tokens=self._model._max_tokens,
@@ -257,7 +311,10 @@ class LlamaStream(llm.LLMStream):
                         if stop.is_set():
                             break
                         usage["completion"] += 1
+                        if usage["completion"] == 1:
+                            usage["ttft"] = time.perf_counter() - started
                         loop.call_soon_threadsafe(queue.put_nowait, part["choices"][0]["text"])
+                    usage["seconds"] = time.perf_counter() - started
             except BaseException as exc:  # surfaced to the session as an API error
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
@@ -271,6 +328,14 @@ class LlamaStream(llm.LLMStream):
                     raise APIConnectionError(f"llama.cpp failed: {item}") from item
                 if speak := parser.feed(item):
                     self._send_text(request_id, speak)
+            logger.info(
+                "prompt %d tokens (%d cached), first token %.2f s, %d tokens in %.2f s",
+                usage["prompt"],
+                usage.get("cached", 0),
+                usage.get("ttft", 0.0),
+                usage["completion"],
+                usage.get("seconds", 0.0),
+            )
             rest, calls = parser.finish()
             if rest:
                 self._send_text(request_id, rest)
@@ -295,9 +360,9 @@ class LlamaStream(llm.LLMStream):
                 llm.ChatChunk(
                     id=request_id,
                     usage=llm.CompletionUsage(
-                        completion_tokens=usage["completion"],
-                        prompt_tokens=usage["prompt"],
-                        total_tokens=usage["prompt"] + usage["completion"],
+                        completion_tokens=int(usage["completion"]),
+                        prompt_tokens=int(usage["prompt"]),
+                        total_tokens=int(usage["prompt"] + usage["completion"]),
                     ),
                 )
             )

@@ -1,19 +1,31 @@
-"""Local speech-to-text with faster-whisper (CTranslate2), as a livekit-agents `stt.STT`.
+"""Local speech-to-text with faster-whisper (CTranslate2), as a streaming livekit-agents `stt.STT`.
 
-Non-streaming: AgentSession runs it behind the VAD, decoding each utterance once it ends.
+Whisper has no streaming mode, so the stream makes one:
+- its own VAD (the worker's Silero model) cuts the audio into utterances;
+- while someone speaks, the growing utterance is re-decoded about once a second (greedy) for interim transcripts;
+- as soon as the VAD hears a short silence, the utterance is decoded in full, speculatively; when that silence
+  becomes the end of speech, the final transcript is already there (it is decoded again only if the person
+  spoke on in between).
+Decoding uses an encoder window fitted to the utterance (10 s for short ones) instead of Whisper's fixed 30 s:
+two to three times faster on CPU with the same accuracy on our clips; longer audio takes the regular path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
+from dataclasses import dataclass
 from functools import lru_cache
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
 from livekit import rtc
-from livekit.agents import APIConnectOptions, stt, utils
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, stt, utils, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from agent.models import whisper_model
@@ -21,13 +33,24 @@ from agent.models import whisper_model
 logger = logging.getLogger("agent.stt")
 
 SAMPLE_RATE = 16000
+FRAMES_PER_SECOND = 100  # Whisper's mel frames
+MIN_WINDOW_S = 10.0  # shorter encoder windows start to repeat themselves
+MAX_WINDOW_S = 30.0
+MAX_UTTERANCE_S = 60.0  # a longer monologue is cut into several finals (bounded memory)
+
+
+@dataclass
+class Whisper:
+    """One model per process, shared by every session; its lock queues decodes (2 cores fit one)."""
+
+    model: WhisperModel
+    lock: threading.Lock
 
 
 @lru_cache(maxsize=4)
-def load_whisper(name: str, cpu_threads: int) -> tuple[WhisperModel, threading.Lock]:
-    """One model per process, shared by every session; its lock queues decodes (2 cores fit one)."""
+def load_whisper(name: str, cpu_threads: int) -> Whisper:
     model = WhisperModel(whisper_model(name), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
-    return model, threading.Lock()
+    return Whisper(model, threading.Lock())
 
 
 def to_mono_16k(frames: list[rtc.AudioFrame] | rtc.AudioFrame) -> np.ndarray:
@@ -44,12 +67,27 @@ def to_mono_16k(frames: list[rtc.AudioFrame] | rtc.AudioFrame) -> np.ndarray:
 
 
 class WhisperSTT(stt.STT):
-    def __init__(self, *, model: str = "base", language: str = "en", beam_size: int = 5, cpu_threads: int = 2) -> None:
-        super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+    def __init__(
+        self,
+        *,
+        model: str = "base",
+        language: str = "en",
+        beam_size: int = 5,
+        cpu_threads: int = 2,
+        vad: vad.VAD | None = None,
+        interim_interval_s: float = 1.0,
+        speculate_after_s: float = 0.1,
+    ) -> None:
+        """With a `vad`, the STT streams (interim and early final transcripts); without, it decodes what it is given."""
+        streaming = vad is not None
+        super().__init__(capabilities=stt.STTCapabilities(streaming=streaming, interim_results=streaming))
         self._model_name = model
         self._language = language
         self._beam_size = beam_size
-        self._whisper, self._lock = load_whisper(model, cpu_threads)
+        self._vad = vad
+        self._interim_interval_s = interim_interval_s
+        self._speculate_after_s = speculate_after_s
+        self._whisper = load_whisper(model, cpu_threads)
 
     @property
     def model(self) -> str:
@@ -59,21 +97,47 @@ class WhisperSTT(stt.STT):
     def provider(self) -> str:
         return "faster-whisper"
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+    def transcribe(self, audio: np.ndarray, language: str | None = None, beam_size: int | None = None) -> str:
         """Blocking decode of float32 16 kHz mono samples; returns the text (may be empty)."""
         if audio.size < SAMPLE_RATE // 10:
             return ""
-        with self._lock:
-            segments, _ = self._whisper.transcribe(
+        language = language or self._language
+        beam = beam_size or self._beam_size
+        with self._whisper.lock:
+            if audio.size <= (MAX_WINDOW_S - 1) * SAMPLE_RATE and language:
+                return self._decode_window(audio, language, beam)
+            segments, _ = self._whisper.model.transcribe(
                 audio,
-                language=language or self._language,
-                beam_size=self._beam_size,
+                language=language or None,
+                beam_size=beam,
                 condition_on_previous_text=False,
-                without_timestamps=True,
                 vad_filter=False,
             )
             texts = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
         return " ".join(t.strip() for t in texts).strip()
+
+    def _decode_window(self, audio: np.ndarray, language: str, beam: int) -> str:
+        model = self._whisper.model
+        features = model.feature_extractor(audio)
+        seconds = audio.size / SAMPLE_RATE
+        window = int(min(MAX_WINDOW_S, max(MIN_WINDOW_S, np.ceil(seconds + 1.0))) * FRAMES_PER_SECOND)
+        features = np.pad(features[:, :window], ((0, 0), (0, max(0, window - features.shape[1]))))
+        encoded = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])))
+        tokenizer = _tokenizer(model, language)
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=beam,
+            max_length=int(seconds * 8) + 16,  # speech is < 8 tokens/s: a bound on runaway repetition
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        if result.no_speech_prob > 0.6 and result.scores[0] < -1.0:
+            return ""
+        return tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
 
     async def _recognize_impl(
         self,
@@ -85,7 +149,119 @@ class WhisperSTT(stt.STT):
         audio = to_mono_16k(buffer)
         lang = language if isinstance(language, str) else self._language
         text = await asyncio.to_thread(self.transcribe, audio, lang)
-        return stt.SpeechEvent(
-            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[stt.SpeechData(language=lang, text=text)],
-        )
+        return _event(stt.SpeechEventType.FINAL_TRANSCRIPT, text, lang)
+
+    def stream(
+        self, *, language: NotGivenOr[str] = NOT_GIVEN, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> WhisperStream:
+        if self._vad is None:
+            raise NotImplementedError("WhisperSTT streams only with a VAD: WhisperSTT(vad=...)")
+        lang = language if isinstance(language, str) else self._language
+        return WhisperStream(stt=self, vad=self._vad, language=lang, conn_options=conn_options)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(model: WhisperModel, language: str) -> Tokenizer:
+    return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+
+
+def _event(kind: stt.SpeechEventType, text: str = "", language: str = "en") -> stt.SpeechEvent:
+    alternatives = [stt.SpeechData(language=language, text=text)] if kind != stt.SpeechEventType.START_OF_SPEECH else []
+    return stt.SpeechEvent(type=kind, alternatives=alternatives)
+
+
+class WhisperStream(stt.RecognizeStream):
+    def __init__(self, *, stt: WhisperSTT, vad: vad.VAD, language: str, conn_options: APIConnectOptions) -> None:
+        super().__init__(stt=stt, conn_options=conn_options, sample_rate=SAMPLE_RATE)
+        self._whisper_stt = stt
+        self._vad = vad
+        self._language = language
+
+    async def _run(self) -> None:
+        vad_stream = self._vad.stream()
+
+        async def feed() -> None:
+            async for item in self._input_ch:
+                if isinstance(item, self._FlushSentinel):
+                    vad_stream.flush()
+                else:
+                    vad_stream.push_frame(item)
+            vad_stream.end_input()
+
+        feeder = asyncio.create_task(feed())
+        try:
+            await self._listen(vad_stream)
+        finally:
+            await utils.aio.cancel_and_wait(feeder)
+            await vad_stream.aclose()
+
+    async def _listen(self, vad_stream: vad.VADStream) -> None:
+        owner = self._whisper_stt
+        threshold = getattr(getattr(self._vad, "_opts", None), "activation_threshold", 0.5)
+        chunks: list[np.ndarray] = []
+        samples = 0
+        speaking = False
+        silent_s = 0.0
+        interim_at = 0  # utterance length (samples) at the last interim decode
+        decoding: asyncio.Task | None = None  # the interim decode in flight
+        speculative: tuple[int, asyncio.Task[str]] | None = None  # (utterance length, its decode)
+
+        def audio() -> np.ndarray:
+            return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+        async def interim(snapshot: np.ndarray) -> None:
+            text = await asyncio.to_thread(owner.transcribe, snapshot, self._language, 1)
+            if text and speaking:
+                self._event_ch.send_nowait(_event(stt.SpeechEventType.INTERIM_TRANSCRIPT, text, self._language))
+
+        async def final(text: str) -> None:
+            if text:
+                self._event_ch.send_nowait(_event(stt.SpeechEventType.FINAL_TRANSCRIPT, text, self._language))
+
+        async for ev in vad_stream:
+            if ev.type == vad.VADEventType.START_OF_SPEECH:
+                speaking, silent_s, interim_at, speculative = True, 0.0, 0, None
+                chunks = [to_mono_16k(ev.frames)] if ev.frames else []
+                samples = sum(c.size for c in chunks)
+                self._event_ch.send_nowait(_event(stt.SpeechEventType.START_OF_SPEECH))
+            elif ev.type == vad.VADEventType.INFERENCE_DONE and speaking:
+                chunk = to_mono_16k(ev.frames) if ev.frames else np.zeros(0, dtype=np.float32)
+                chunks.append(chunk)
+                samples += chunk.size
+                window_s = chunk.size / SAMPLE_RATE
+                if ev.probability < threshold:
+                    silent_s += window_s
+                else:
+                    silent_s = 0.0
+                    if speculative is not None:  # they spoke on: that decode is stale
+                        speculative = None
+                if silent_s >= owner._speculate_after_s and speculative is None:
+                    snapshot = audio()
+                    speculative = (samples, asyncio.create_task(asyncio.to_thread(owner.transcribe, snapshot)))
+                elif (
+                    silent_s == 0.0
+                    and samples - interim_at >= owner._interim_interval_s * SAMPLE_RATE
+                    and samples <= (MAX_WINDOW_S - 1) * SAMPLE_RATE
+                    and (decoding is None or decoding.done())
+                ):
+                    interim_at = samples
+                    decoding = asyncio.create_task(interim(audio()))
+                if samples >= MAX_UTTERANCE_S * SAMPLE_RATE:
+                    await final(await asyncio.to_thread(owner.transcribe, audio()))
+                    chunks, samples, interim_at, speculative = [], 0, 0, None
+            elif ev.type == vad.VADEventType.END_OF_SPEECH and speaking:
+                speaking = False
+                started = time.perf_counter()
+                if speculative is not None:
+                    text = await speculative[1]
+                    how = "speculative"
+                else:
+                    text = await asyncio.to_thread(owner.transcribe, audio())
+                    how = "at end of speech"
+                logger.debug("final transcript %.3f s after end of speech (%s)", time.perf_counter() - started, how)
+                await final(text)
+                self._event_ch.send_nowait(_event(stt.SpeechEventType.END_OF_SPEECH))
+                chunks, samples, speculative = [], 0, None
+        if decoding is not None:
+            with contextlib.suppress(Exception):
+                await decoding

@@ -1,0 +1,144 @@
+"""Per-turn latency waterfall: when each stage of a turn happened, counted from the end of the user's speech.
+
+Stages (seconds after the user stopped speaking, by the VAD):
+  transcript       final transcript ready
+  end_of_turn      the turn was committed
+  llm_request      the reply's first LLM (or fast-path) request began (may precede end_of_turn: preemptive)
+  llm_first_token  the first text of the reply came out of the LLM node
+  tts_request      that text reached the TTS
+  tts_first_audio  the TTS gave its first audio
+  audio_out        the agent's first audio frame was published to the room
+
+Each turn is logged, and sent to the room as JSON on the text-stream topic `TOPIC` for clients and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from livekit import rtc
+from livekit.agents import AgentSession
+from livekit.agents.voice import ConversationItemAddedEvent, UserStateChangedEvent
+
+logger = logging.getLogger("agent.waterfall")
+
+TOPIC = "voice-agent.waterfall"
+STAGES = (
+    "transcript",
+    "end_of_turn",
+    "llm_request",
+    "llm_first_token",
+    "tts_request",
+    "tts_first_audio",
+    "audio_out",
+)
+
+_clocks: weakref.WeakKeyDictionary[AgentSession, TurnClock] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class TurnClock:
+    """Collects the marks of the turn in progress; one per session."""
+
+    publish: Callable[[dict], None] | None = None
+    marks: dict[str, float] = field(default_factory=dict)
+    user_stopped_at: float | None = None
+    turns: int = 0
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        self.marks.setdefault(stage, time.time() if at is None else at)
+
+    def reset(self) -> None:
+        self.marks.clear()
+        self.user_stopped_at = None
+
+    def finish(self, user_metrics: dict, agent_metrics: dict, interrupted: bool) -> dict | None:
+        speech_end = user_metrics.get("stopped_speaking_at") or self.user_stopped_at
+        if speech_end is None:
+            return None
+        if (delay := user_metrics.get("transcription_delay")) is not None:
+            self.mark("transcript", speech_end + delay)
+        if (delay := user_metrics.get("end_of_turn_delay")) is not None:
+            self.mark("end_of_turn", speech_end + delay)
+        if (started := agent_metrics.get("started_speaking_at")) is not None:
+            self.mark("audio_out", started)
+        self.turns += 1
+        record = {
+            "turn": self.turns,
+            "speech_end": speech_end,
+            "interrupted": interrupted,
+            **{stage: round(self.marks[stage] - speech_end, 4) for stage in STAGES if stage in self.marks},
+        }
+        self.reset()
+        return record
+
+
+def attach(session: AgentSession, room: rtc.Room | None = None) -> TurnClock:
+    """Starts timing every turn of `session`; with a room, each record is also sent to it."""
+    tasks: set[asyncio.Task] = set()
+
+    def publish(record: dict) -> None:
+        if room is None or not room.isconnected():
+            return
+        task = asyncio.ensure_future(room.local_participant.send_text(json.dumps(record), topic=TOPIC))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    clock = TurnClock(publish=publish)
+    _clocks[session] = clock
+    pending_user: dict = {}
+
+    @session.on("user_state_changed")
+    def _on_user_state(ev: UserStateChangedEvent) -> None:
+        if ev.new_state == "speaking":
+            clock.reset()
+            pending_user.clear()
+        elif ev.old_state == "speaking":
+            clock.user_stopped_at = time.time()
+
+    @session.on("conversation_item_added")
+    def _on_item(ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if item.type != "message":
+            return
+        metrics = dict(item.metrics or {})
+        if item.role == "user":
+            pending_user.clear()
+            pending_user.update(metrics or {"stopped_speaking_at": clock.user_stopped_at})
+            return
+        if item.role != "assistant" or not pending_user:
+            return  # a greeting or a spoken notice, not the answer to a turn
+        record = clock.finish(pending_user, metrics, bool(getattr(item, "interrupted", False)))
+        pending_user.clear()
+        if record is None:
+            return
+        logger.info("turn %s", " ".join(f"{k}={v}" for k, v in record.items() if k != "speech_end"))
+        if clock.publish is not None:
+            clock.publish(record)
+
+    return clock
+
+
+def mark(session: AgentSession | None, stage: str) -> None:
+    if session is not None and (clock := _clocks.get(session)) is not None:
+        clock.mark(stage)
+
+
+async def timed_text(session: AgentSession, text: AsyncIterable[str]) -> AsyncIterator[str]:
+    """Passes the reply text to the TTS, marking when its first piece arrives."""
+    async for piece in text:
+        if piece.strip():
+            mark(session, "tts_request")
+        yield piece
+
+
+async def timed_audio(session: AgentSession, audio: AsyncIterable[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
+    async for frame in audio:
+        mark(session, "tts_first_audio")
+        yield frame

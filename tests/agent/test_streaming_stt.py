@@ -1,0 +1,114 @@
+"""The local STT as a stream, fed like a live microphone: interim words while the person speaks, one final per
+utterance, nothing for silence or noise, telephone audio and long monologues handled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents import stt
+from livekit.plugins import silero
+
+from agent.providers.whisper_stt import WhisperSTT
+from tests.support.speech import SAMPLE_RATE, last_voiced_index, speak
+
+pytestmark = pytest.mark.models
+
+FRAME_S = 0.02
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperSTT:
+    return WhisperSTT(model="base", vad=silero.VAD.load(min_silence_duration=0.35))
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16)
+
+
+async def listen(
+    whisper: WhisperSTT, audio: np.ndarray, rate: int = SAMPLE_RATE, realtime: bool = True
+) -> list[tuple[float, stt.SpeechEvent]]:
+    """Pushes audio in 20 ms frames (in real time unless told otherwise); returns the events with their times."""
+    events: list[tuple[float, stt.SpeechEvent]] = []
+    stream = whisper.stream()
+
+    async def collect() -> None:
+        async for ev in stream:
+            events.append((time.monotonic(), ev))
+
+    reader = asyncio.create_task(collect())
+    step = int(rate * FRAME_S)
+    for start in range(0, len(audio), step):
+        chunk = audio[start : start + step]
+        stream.push_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, len(chunk)))
+        await asyncio.sleep(FRAME_S if realtime else 0)
+    stream.end_input()
+    await asyncio.wait_for(reader, 120)
+    await stream.aclose()
+    return events
+
+
+def texts(events, kind: stt.SpeechEventType) -> list[str]:
+    return [ev.alternatives[0].text for _, ev in events if ev.type == kind]
+
+
+async def test_interim_words_while_speaking_then_one_final(whisper):
+    question = speak("Could you tell me what the weather will be like in Paris over the weekend?")
+    pushed = time.monotonic()
+    events = await listen(whisper, np.concatenate([silence(0.5), question, silence(1.5)]))
+    kinds = [ev.type for _, ev in events]
+    assert kinds[0] == stt.SpeechEventType.START_OF_SPEECH and kinds[-1] == stt.SpeechEventType.END_OF_SPEECH, kinds
+    finals = texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert len(finals) == 1 and "paris" in finals[0].lower() and "weekend" in finals[0].lower(), finals
+    # Words show up before the person has finished speaking.
+    speech_end = pushed + 0.5 + len(question) / SAMPLE_RATE
+    early = [ev.alternatives[0].text for at, ev in events if ev.type == stt.SpeechEventType.INTERIM_TRANSCRIPT]
+    early_times = [at for at, ev in events if ev.type == stt.SpeechEventType.INTERIM_TRANSCRIPT]
+    assert early and early_times[0] < speech_end, (early, early_times, speech_end)
+    assert any("weather" in t.lower() for t in early), early
+
+
+async def test_a_pause_mid_sentence_does_not_split_or_lose_words(whisper):
+    first, second = speak("I would like to order"), speak("a large pizza with mushrooms")
+    first = first[: last_voiced_index(first)]  # espeak ends each clip with silence of its own
+    audio = np.concatenate([silence(0.3), first, silence(0.2), second, silence(1.2)])
+    finals = texts(await listen(whisper, audio), stt.SpeechEventType.FINAL_TRANSCRIPT)
+    heard = " ".join(finals).lower()
+    assert "order" in heard and "pizza" in heard and "mushroom" in heard, finals
+
+
+async def test_silence_and_noise_give_no_transcript(whisper):
+    rng = np.random.default_rng(7)
+    hiss = (rng.normal(0, 0.01, SAMPLE_RATE * 2) * 32767).astype(np.int16)
+    events = await listen(whisper, np.concatenate([silence(1.0), hiss, silence(1.0)]), realtime=False)
+    assert texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT) == []
+
+
+async def test_telephone_audio_at_8khz(whisper):
+    speech = speak("Please call me back tomorrow morning.")
+    resampler = rtc.AudioResampler(SAMPLE_RATE, 8000, num_channels=1)
+    narrow = resampler.push(rtc.AudioFrame(speech.tobytes(), SAMPLE_RATE, 1, len(speech))) + resampler.flush()
+    pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in narrow])
+    audio = np.concatenate([np.zeros(4000, dtype=np.int16), pcm, np.zeros(8000, dtype=np.int16)])
+    finals = texts(await listen(whisper, audio, rate=8000, realtime=False), stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert len(finals) == 1 and "call me back" in finals[0].lower() and "tomorrow" in finals[0].lower(), finals
+
+
+async def test_a_long_monologue_is_transcribed_whole(whisper):
+    story = (
+        "yesterday I drove to the coast with my brother, and we stopped at a small bakery for coffee, "
+        "then the weather turned and it started raining heavily, so we waited in the car for an hour, "
+        "listening to the radio and talking about our grandmother's garden, and when the rain finally stopped "
+        "we walked along the beach, collected a few shells for my daughter, and watched the fishing boats "
+        "coming back into the harbour before we drove home in the evening traffic"
+    )
+    speech = speak(story, speed=120)
+    assert len(speech) > 31 * SAMPLE_RATE  # past Whisper's 30 s window
+    events = await listen(whisper, np.concatenate([speech, silence(1.0)]), realtime=False)
+    heard = " ".join(texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT)).lower()
+    for word in ("coast", "bakery", "raining", "grandmother", "beach", "harbour", "traffic"):
+        assert word in heard.replace("harbor", "harbour"), (word, heard)

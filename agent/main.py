@@ -79,7 +79,7 @@ class PersonaAgent(Agent):
         last = chat_ctx.items[-1] if chat_ctx.items else None
         if get_settings().skill_fast_path and last is not None:
             if last.type == "message" and last.role == "user":
-                found = router.route(last.text_content or "", {tool.id for tool in tools})
+                found = router.route(last.text_content or "", {tool.id for tool in tools}, get_settings().home_timezone)
                 if found:
                     call_id = utils.shortuuid(ROUTED)
                     self._routed[call_id] = found.tool

@@ -66,9 +66,12 @@ def build_llm(s: AgentSettings) -> llm.LLM:
 
 
 def build_tts(s: AgentSettings) -> tts.TTS:
+    from agent.providers.first_clause import FirstClauseTokenizer
     from agent.providers.hibari_tts import HibariTTS
 
-    return HibariTTS(voice=s.tts_voice, speed=s.tts_speed, threads=s.cpu_threads)
+    voice = HibariTTS(voice=s.tts_voice, speed=s.tts_speed, threads=s.cpu_threads)
+    # Sentence by sentence, the first clause at once.
+    return tts.StreamAdapter(tts=voice, sentence_tokenizer=FirstClauseTokenizer())
 
 
 def build_vad(s: AgentSettings) -> vad.VAD:

@@ -67,6 +67,8 @@ class AgentSettings(BaseSettings):
     # Serve requests a parser understands exactly (time somewhere, arithmetic, conversions, notes, goodbye)
     # without an LLM round trip; anything else goes to the LLM.
     skill_fast_path: bool = True
+    # The time zone of "what time is it?" asked without a place (an IANA name); default: TZ, else the system's.
+    home_timezone: str = Field(default_factory=lambda: _system_timezone())
     # Where the agent keeps what outlives a call (notes): a SQLite file in this folder.
     data_dir: Path = Path.home() / ".local" / "share" / "voice-agent"
 
@@ -77,6 +79,17 @@ class AgentSettings(BaseSettings):
     @property
     def llm_provider(self) -> Literal["openai", "local"]:
         return "openai" if self.llm_base_url else "local"
+
+
+def _system_timezone() -> str:
+    import os
+
+    if zone := os.environ.get("TZ", "").lstrip(":"):
+        return zone
+    try:
+        return Path("/etc/timezone").read_text().strip() or "UTC"
+    except OSError:
+        return "UTC"
 
 
 @lru_cache(maxsize=1)

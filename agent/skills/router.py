@@ -24,7 +24,15 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip()).strip(" .!?")
 
 
-def _time(text: str) -> Route | None:
+HERE_AND_NOW = re.compile(
+    r"^(?:what time is it|what(?:'s| is) the (?:time|date)|what day is (?:it|today)|what(?:'s| is) today's date"
+    r"|what(?:'s| is) the date today|what date is it)(?: today| now| right now)?$"
+)
+
+
+def _time(text: str, home: str = "UTC") -> Route | None:
+    if HERE_AND_NOW.match(text):
+        return Route("get_time", {"location": home})
     match = re.search(
         r"\b(?:time|date|day)\b(?: is it)?(?: right now| now)? in ([a-z][a-z .'-]*?)(?: right now| now)?$", text
     )
@@ -59,10 +67,13 @@ def _convert(text: str) -> Route | None:
         (rf"^(?:convert |what(?:'s| is) |how much is )?{NUMBER} ?{UNIT} (?:to|into|in) {UNIT}$", (1, 2, 3)),
         (rf"^how many {UNIT} (?:are |is )?(?:there )?in {NUMBER} ?{UNIT}$", (2, 3, 1)),
         (rf"^how many {UNIT} (?:is|are) {NUMBER} ?{UNIT}$", (2, 3, 1)),
+        (rf"^how many {UNIT} (?:are |is )?(?:there )?in (a|an|one) {UNIT}$", (2, 3, 1)),
     ]
     for pattern, (v, f, t) in forms:
         if match := re.match(pattern, text):
-            value, source, target = float(match.group(v)), match.group(f).strip(), match.group(t).strip()
+            amount = match.group(v)
+            value = 1.0 if amount in ("a", "an", "one") else float(amount)
+            source, target = match.group(f).strip(), match.group(t).strip()
             try:
                 units.convert(value, source, target)
             except units.ConversionError:
@@ -102,12 +113,15 @@ PARSERS = {
 }
 
 
-def route(utterance: str, enabled: set[str]) -> Route | None:
-    """The tool call that serves this request exactly, or None to let the LLM handle it."""
+def route(utterance: str, enabled: set[str], home: str = "UTC") -> Route | None:
+    """The tool call that serves this request exactly, or None to let the LLM handle it.
+
+    `home` is the time zone of "what time is it" without a place."""
     text = _clean(utterance.lower())
     if not text or len(text) > 200:
         return None
     for name, parse in PARSERS.items():
-        if name in enabled and (found := parse(text)) and found.tool in enabled:
+        found = _time(text, home) if name == "get_time" else parse(text)
+        if name in enabled and found and found.tool in enabled:
             return found
     return None

@@ -16,6 +16,13 @@ ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call"}
         ("What time is it in Tokyo?", "get_time", {"location": "Tokyo"}),
         ("what's the time in New York right now", "get_time", {"location": "New York"}),
         ("What's the date in Sydney?", "get_time", {"location": "Sydney"}),
+        ("What's the date today?", "get_time", {"location": "UTC"}),
+        ("What time is it?", "get_time", {"location": "UTC"}),
+        (
+            "How many ounces are in a pound?",
+            "convert_units",
+            {"value": 1, "from_unit": "pound", "to_unit": "ounces"},
+        ),
         ("What is 17 times 23?", "calculate", {"expression": "17 times 23"}),
         ("How much is 15 percent of 240?", "calculate", {"expression": "15 percent of 240"}),
         ("What's the square root of 1764?", "calculate", {"expression": "the square root of 1764"}),
@@ -49,7 +56,6 @@ ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call"}
         ("Bye!", "end_call", {}),
         ("Please hang up", "end_call", {}),
         # Not exact enough: the LLM decides.
-        ("What time is it?", None, None),
         ("What time do the shops close in the evening?", None, None),
         ("What time is it in Atlantis?", None, None),
         ("What is the capital of Canada?", None, None),
@@ -72,3 +78,8 @@ def test_route(utterance, tool, arguments):
 def test_only_enabled_skills_are_routed():
     assert route("What is 17 times 23?", {"get_time"}) is None
     assert route("What time is it in Tokyo?", {"get_time"}).tool == "get_time"
+
+
+def test_time_without_a_place_is_the_home_time_zone():
+    found = route("What time is it right now?", ALL, "Europe/Lisbon")
+    assert found is not None and found.arguments == {"location": "Europe/Lisbon"}

@@ -24,8 +24,10 @@ from livekit.agents import (
     cli,
     function_tool,
     llm,
+    tts,
     utils,
 )
+from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
@@ -52,7 +54,12 @@ class PersonaAgent(Agent):
         hints = skills.instructions_for(names)
         if self.persona.hands_over_to:
             tools.append(transfer_tool(self.persona.hands_over_to))
-        super().__init__(instructions=f"{self.persona.instructions} {hints}".strip(), tools=tools, chat_ctx=chat_ctx)
+        voice: tts.TTS | NotGiven = NOT_GIVEN
+        if (self.persona.voice, self.persona.speed) != (settings.tts_voice, 1.0):
+            voice = pipeline.build_tts(settings, self.persona.voice, self.persona.speed)
+        super().__init__(
+            instructions=f"{self.persona.instructions} {hints}".strip(), tools=tools, chat_ctx=chat_ctx, tts=voice
+        )
         self._routed: dict[str, str] = {}  # call id -> tool, for calls the fast path made
         self._window_from: str | None = None  # first item of the LLM's window
         self._prefill_next: str | None = None

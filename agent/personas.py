@@ -19,6 +19,7 @@ class Persona:
     instructions: str
     greeting: str
     voice: str = "heart"
+    speed: float = 1.0  # speaking rate, so that two personas on one voice still sound apart
     skills: tuple[str, ...] = ()
     hands_over_to: str | None = None
 
@@ -36,6 +37,7 @@ def load(path: Path = PERSONAS_FILE) -> dict[str, Persona]:
             instructions=" ".join(str(spec["instructions"]).split()),
             greeting=str(spec["greeting"]),
             voice=str(spec.get("voice", "heart")),
+            speed=float(spec.get("speed", 1.0)),
             skills=tuple(skills.check(spec.get("skills", []))),
             hands_over_to=spec.get("hands_over_to"),
         )

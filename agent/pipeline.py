@@ -65,13 +65,18 @@ def build_llm(s: AgentSettings) -> llm.LLM:
     )
 
 
-def build_tts(s: AgentSettings) -> tts.TTS:
+def build_tts(s: AgentSettings, voice: str | None = None, speed: float = 1.0) -> tts.TTS:
+    """The TTS with the configured voice, or a persona's voice and speaking rate."""
     from agent.providers.first_clause import FirstClauseTokenizer
     from agent.providers.hibari_tts import HibariTTS
 
-    voice = HibariTTS(voice=s.tts_voice, speed=s.tts_speed, threads=s.cpu_threads)
+    try:
+        synth = HibariTTS(voice=voice or s.tts_voice, speed=s.tts_speed * speed, threads=s.cpu_threads)
+    except Exception as exc:  # a voice that is not packaged and cannot be downloaded here
+        logger.warning("voice %r is not available (%s); using %r", voice, exc, s.tts_voice)
+        synth = HibariTTS(voice=s.tts_voice, speed=s.tts_speed * speed, threads=s.cpu_threads)
     # Sentence by sentence, the first clause at once.
-    return tts.StreamAdapter(tts=voice, sentence_tokenizer=FirstClauseTokenizer())
+    return tts.StreamAdapter(tts=synth, sentence_tokenizer=FirstClauseTokenizer())
 
 
 def build_vad(s: AgentSettings) -> vad.VAD:

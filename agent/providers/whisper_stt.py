@@ -76,7 +76,7 @@ class WhisperSTT(stt.STT):
         cpu_threads: int = 2,
         vad: vad.VAD | None = None,
         interim_interval_s: float = 1.0,
-        speculate_after_s: float = 0.1,
+        speculate_after_s: float = 0.06,
     ) -> None:
         """With a `vad`, the STT streams (interim and early final transcripts); without, it decodes what it is given."""
         streaming = vad is not None
@@ -197,7 +197,8 @@ class WhisperStream(stt.RecognizeStream):
 
     async def _listen(self, vad_stream: vad.VADStream) -> None:
         owner = self._whisper_stt
-        threshold = getattr(getattr(self._vad, "_opts", None), "activation_threshold", 0.5)
+        # Below the VAD's own exit threshold a window is silence; a dip that stays above it is a soft consonant.
+        threshold = getattr(getattr(self._vad, "_opts", None), "deactivation_threshold", 0.35)
         chunks: list[np.ndarray] = []
         samples = 0
         speaking = False

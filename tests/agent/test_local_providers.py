@@ -110,3 +110,17 @@ async def test_agent_with_local_llm_routes_a_spoken_request_to_the_tool(local_ll
         output = result.expect.next_event().is_function_call_output()
         assert output.event().item.output.endswith("in Paris.")
         result.expect.next_event().is_message(role="assistant")
+
+
+async def test_personas_on_one_voice_speak_at_their_own_rate():
+    from agent import personas
+    from agent.main import PersonaAgent
+
+    sentence = "Thanks for calling, let me check that for you right away."
+    seconds = {}
+    for name in ("receptionist", "specialist"):
+        voice = PersonaAgent(personas.get(name)).tts
+        frames = [ev.frame async for ev in voice.synthesize(sentence)]
+        seconds[name] = sum(f.samples_per_channel for f in frames) / frames[0].sample_rate
+    # receptionist 1.08x, specialist 0.92x: the same words take the specialist clearly longer (1.0 if equal).
+    assert seconds["specialist"] > seconds["receptionist"] * 1.05, seconds

@@ -58,6 +58,54 @@ def _calculate(text: str) -> Route | None:
     return Route("calculate", {"expression": expression})
 
 
+ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+SMALL = {w: n for n, w in enumerate([*ONES.split(" "), "seventeen", "eighteen", "nineteen"])}
+DECADES = "twenty thirty forty fifty sixty seventy eighty ninety"
+TENS = {w: 10 * n for n, w in enumerate(DECADES.split(" "), start=2)}
+SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+
+
+def spoken_numbers(text: str) -> str:
+    """'one hundred divided by eight' -> '100 divided by 8' (STT often spells out numbers)."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            total = current = 0
+            for word in run:
+                if word == "hundred":
+                    current = max(current, 1) * 100
+                elif word in SCALES:
+                    total, current = total + max(current, 1) * SCALES[word], 0
+                else:
+                    current += SMALL.get(word, 0) + TENS.get(word, 0)
+            out.append(str(total + current))
+            run.clear()
+
+    for word in text.split(" "):
+        parts = word.split("-")
+        if word and all(p in SMALL or p in TENS or p in SCALES for p in parts):
+            for part in parts:
+                if run and not _continues(run[-1], part):
+                    flush()
+                run.append(part)
+        elif word == "and" and run and run[-1] in SCALES:
+            continue  # "one hundred and five"
+        else:
+            flush()
+            out.append(word)
+    flush()
+    return " ".join(out)
+
+
+def _continues(previous: str, word: str) -> bool:
+    """Whether `word` extends the number so far ("twenty" "one") rather than starting another ("four" "five")."""
+    if word in SCALES or previous in SCALES:
+        return True
+    return previous in TENS and 0 < SMALL.get(word, 0) < 10
+
+
 NUMBER = r"(-?\d+(?:\.\d+)?)"
 UNIT = r"((?:degrees? )?[a-z][a-z /]*?)"
 
@@ -120,8 +168,12 @@ def route(utterance: str, enabled: set[str], home: str = "UTC") -> Route | None:
     text = _clean(utterance.lower())
     if not text or len(text) > 200:
         return None
+    numeric = spoken_numbers(text)
     for name, parse in PARSERS.items():
-        found = _time(text, home) if name == "get_time" else parse(text)
+        if name == "get_time":
+            found = _time(text, home)
+        else:
+            found = parse(numeric if name in ("calculate", "convert_units") else text)
         if name in enabled and found and found.tool in enabled:
             return found
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.skills import SKILLS, tools_for
-from agent.skills.router import route
+from agent.skills.router import route, spoken_numbers
 
 ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call"}
 
@@ -24,6 +24,18 @@ ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call"}
             {"value": 1, "from_unit": "pound", "to_unit": "ounces"},
         ),
         ("What is 17 times 23?", "calculate", {"expression": "17 times 23"}),
+        ("What is one hundred divided by eight?", "calculate", {"expression": "100 divided by 8"}),
+        ("What's twenty-one plus three thousand and five?", "calculate", {"expression": "21 plus 3005"}),
+        (
+            "How many kilometers is ten miles?",
+            "convert_units",
+            {"value": 10, "from_unit": "miles", "to_unit": "kilometers"},
+        ),
+        (
+            "Remember that the door code is four five six one.",
+            "save_note",
+            {"text": "the door code is four five six one"},
+        ),
         ("How much is 15 percent of 240?", "calculate", {"expression": "15 percent of 240"}),
         ("What's the square root of 1764?", "calculate", {"expression": "the square root of 1764"}),
         ("Calculate 2 + 2 * 10", "calculate", {"expression": "2 + 2 * 10"}),
@@ -83,3 +95,17 @@ def test_only_enabled_skills_are_routed():
 def test_time_without_a_place_is_the_home_time_zone():
     found = route("What time is it right now?", ALL, "Europe/Lisbon")
     assert found is not None and found.arguments == {"location": "Europe/Lisbon"}
+
+
+@pytest.mark.parametrize(
+    ("spoken", "written"),
+    [
+        ("one hundred divided by eight", "100 divided by 8"),
+        ("two hundred and fifty five times three", "255 times 3"),
+        ("four five six one", "4 5 6 1"),
+        ("seventy degrees", "70 degrees"),
+        ("one million two hundred thousand", "1200000"),
+    ],
+)
+def test_spoken_numbers(spoken, written):
+    assert spoken_numbers(spoken) == written

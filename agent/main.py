@@ -154,7 +154,10 @@ def prefill_while_listening(session: AgentSession) -> None:
     """A local LLM reads the conversation ahead of each request: after each answer, and as the user speaks."""
 
     def agent() -> PersonaAgent | None:
-        current = session.current_agent if session.agent_state != "initializing" else None
+        try:
+            current = session.current_agent
+        except RuntimeError:  # not started yet, or closing
+            return None
         return current if isinstance(current, PersonaAgent) else None
 
     @session.on("user_input_transcribed")

@@ -31,7 +31,7 @@ from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
-from agent import echo, memory, personas, pipeline, skills, waterfall
+from agent import echo, memory, metrics, personas, pipeline, skills, waterfall
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
@@ -76,9 +76,13 @@ class PersonaAgent(Agent):
                 waterfall.mark(self.session, "llm_first_token")
             yield chunk
 
+    async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings):
+        async for event in Agent.default.stt_node(self, metrics.count_frames("in", audio), model_settings):
+            yield event
+
     async def tts_node(self, text: AsyncIterable[str], model_settings: ModelSettings) -> AsyncIterator[rtc.AudioFrame]:
         audio = Agent.default.tts_node(self, waterfall.timed_text(self.session, text), model_settings)
-        async for frame in waterfall.timed_audio(self.session, audio):
+        async for frame in metrics.count_frames("out", waterfall.timed_audio(self.session, audio)):
             yield frame
 
     async def _reply(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
@@ -185,7 +189,9 @@ server = AgentServer(
     drain_timeout=30,  # on SIGTERM, let calls in progress finish for up to 30 s
     load_fnc=pipeline.session_load,
     load_threshold=1.0,
+    host=settings.agent_http_host,
     port=settings.agent_http_port,
+    prometheus_port=settings.agent_metrics_port or None,
     api_key=settings.livekit_api_key,
     api_secret=settings.livekit_api_secret,
     ws_url=settings.livekit_url,
@@ -210,6 +216,7 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     pipeline.log_turn_metrics(session)
     waterfall.attach(session, ctx.room)
+    metrics.attach(session, fast_path_prefix=ROUTED)
     prefill_while_listening(session)
     memory.record(session, shared.memory, caller.identity)
     earlier = memory.recap(shared.memory, caller.identity, settings.memory_turns)

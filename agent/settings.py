@@ -17,8 +17,11 @@ class AgentSettings(BaseSettings):
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = Field(default="devsecret-local-only-change-me-0123456789", repr=False)
     agent_name: str = "voice-agent"
-    # The worker's health/HTTP port; 0 picks a free one.
+    # The worker's health/HTTP port (0 picks a free one) and the interface it listens on.
     agent_http_port: int = 8081
+    agent_http_host: str = "127.0.0.1"
+    # Prometheus metrics of the worker and its sessions at http://AGENT_HTTP_HOST:AGENT_METRICS_PORT/metrics (0: off).
+    agent_metrics_port: int = 9464
 
     # STT: "base" (packaged multilingual Whisper base), "tiny.en" (packaged), or any faster-whisper
     # model name/path (downloaded on first use where the hub is reachable).

@@ -9,7 +9,8 @@ Stages (seconds after the user stopped speaking, by the VAD):
   tts_first_audio  the TTS gave its first audio
   audio_out        the agent's first audio frame was published to the room
 
-Each turn is logged, and sent to the room as JSON on the text-stream topic `TOPIC` for clients and benchmarks.
+Each turn is logged, observed in the Prometheus histograms (agent.metrics), and sent to the room as JSON on
+the text-stream topic `TOPIC` for clients and benchmarks.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def attach(session: AgentSession, room: rtc.Room | None = None) -> TurnClock:
         if record is None:
             return
         logger.info("turn %s", " ".join(f"{k}={v}" for k, v in record.items() if k != "speech_end"))
+        metrics.observe_turn(record)
         if clock.publish is not None:
             clock.publish(record)
 

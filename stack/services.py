@@ -179,6 +179,11 @@ class Stack:
         config["port"] = self.settings.livekit_port
         config["rtc"]["tcp_port"] = self.settings.livekit_rtc_tcp_port
         config["rtc"]["udp_port"] = self.settings.livekit_rtc_udp_port
+        config.pop("prometheus_port", None)
+        if self.settings.livekit_prometheus_port:
+            config["prometheus"] = {**config.get("prometheus", {}), "port": self.settings.livekit_prometheus_port}
+        else:
+            config.pop("prometheus", None)
         path = Path(self._tmp.name) / "livekit.yaml"
         path.write_text(yaml.safe_dump(config))
         return str(path)
@@ -188,6 +193,8 @@ class Stack:
         check_port_free(s.livekit_port, "livekit-server signalling")
         check_port_free(s.livekit_rtc_tcp_port, "livekit-server ICE/TCP")
         check_port_free(s.livekit_rtc_udp_port, "livekit-server ICE/UDP", udp=True)
+        if s.livekit_prometheus_port:
+            check_port_free(s.livekit_prometheus_port, "livekit-server metrics")
         check_port_free(s.token_server_port, "the token server")
         if self.with_agent:
             check_port_free(s.agent_http_port, "the agent worker's health server")

@@ -14,5 +14,7 @@ class StackSettings(BaseSettings):
     livekit_port: int = 7880
     livekit_rtc_tcp_port: int = 7881
     livekit_rtc_udp_port: int = 7882
+    # livekit-server's Prometheus metrics (0: off); livekit.yaml says 6789, the launcher writes this one.
+    livekit_prometheus_port: int = 6789
     token_server_port: int = 8080
     agent_http_port: int = 8081

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from agent.settings import AgentSettings
+from stack.services import Stack
 from stack.settings import StackSettings
+from tests.support.ports import loopback_ports
 from token_server.settings import TokenServerSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,9 +43,32 @@ def test_livekit_yaml_ports_match_the_launcher():
     assert LIVEKIT["port"] == stack.livekit_port == 7880
     assert LIVEKIT["rtc"]["tcp_port"] == stack.livekit_rtc_tcp_port == 7881
     assert LIVEKIT["rtc"]["udp_port"] == stack.livekit_rtc_udp_port
+    assert LIVEKIT["prometheus"]["port"] == stack.livekit_prometheus_port == 6789
+    assert "prometheus_port" not in LIVEKIT, "deprecated spelling: prometheus.port"
     assert LIVEKIT["bind_addresses"] == ["127.0.0.1"]
     assert LIVEKIT["rtc"]["use_external_ip"] is False
     assert "keys" not in LIVEKIT, "keys come from the environment, never from the file"
+
+
+def launched_livekit_config(settings: StackSettings) -> dict:
+    stack = Stack(settings, with_agent=False)
+    try:
+        return yaml.safe_load(Path(stack._livekit_config()).read_text())
+    finally:
+        stack.stop()
+
+
+def test_each_launched_stack_gets_its_own_livekit_ports():
+    ports = loopback_ports()
+    config = launched_livekit_config(ports)
+    assert (config["port"], config["rtc"]["tcp_port"], config["rtc"]["udp_port"], config["prometheus"]["port"]) == (
+        ports.livekit_port,
+        ports.livekit_rtc_tcp_port,
+        ports.livekit_rtc_udp_port,
+        ports.livekit_prometheus_port,
+    )
+    assert config["bind_addresses"] == ["127.0.0.1"]
+    assert "prometheus" not in launched_livekit_config(ports.model_copy(update={"livekit_prometheus_port": 0}))
 
 
 @pytest.mark.parametrize(("service", "settings_cls"), [("agent", AgentSettings), ("token-server", TokenServerSettings)])

@@ -2,6 +2,7 @@
 
 POST /api/token {room_name?, participant_identity?, participant_name?, participant_metadata?,
 participant_attributes?, room_config?} -> 201 {server_url, participant_token}
+GET /metrics -> Prometheus text format (token_server/metrics.py)
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from typing import Annotated
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from google.protobuf import json_format
 from livekit import api
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from token_server.metrics import RequestMetrics, TokenServerMetrics
 from token_server.models import TokenRequest, TokenResponse
 from token_server.settings import TokenServerSettings, get_settings
+from token_server.tokens import AccessToken
 
 logger = logging.getLogger("token_server")
 
@@ -104,6 +107,8 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
             allow_methods=["POST", "GET"],
             allow_headers=["content-type"],
         )
+    metrics = TokenServerMetrics()
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: it also counts the answers of the others
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -118,6 +123,10 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=metrics.content_type)
+
     @app.post("/api/token", status_code=201, response_model=TokenResponse)
     async def token(body: Annotated[TokenRequest | None, Body()] = None) -> TokenResponse:
         body = body or TokenRequest()
@@ -125,7 +134,7 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
         identity = body.participant_identity or f"user-{secrets.token_hex(6)}"
         grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
         token = (
-            api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
+            AccessToken(settings.livekit_api_key, settings.livekit_api_secret)
             .with_identity(identity)
             .with_name(body.participant_name or identity)
             .with_ttl(timedelta(seconds=settings.token_ttl_s))
@@ -136,8 +145,10 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
             token = token.with_metadata(body.participant_metadata)
         if body.participant_attributes:
             token = token.with_attributes(body.participant_attributes)
+        jwt = token.to_jwt()
+        metrics.tokens_issued.inc()
         logger.info("token issued: room=%s identity=%s", room, identity)
-        return TokenResponse(server_url=settings.server_url, participant_token=token.to_jwt())
+        return TokenResponse(server_url=settings.server_url, participant_token=jwt)
 
     page = settings.web_dir / "dist"
     if (page / "index.html").is_file():

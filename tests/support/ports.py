@@ -11,6 +11,7 @@ def loopback_ports() -> StackSettings:
         livekit_port=free_port(),
         livekit_rtc_tcp_port=free_port(),
         livekit_rtc_udp_port=free_port(),
+        livekit_prometheus_port=free_port(),
         token_server_port=free_port(),
         agent_http_port=free_port(),
     )

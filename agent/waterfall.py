@@ -27,6 +27,8 @@ from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice import ConversationItemAddedEvent, UserStateChangedEvent
 
+from agent import metrics
+
 logger = logging.getLogger("agent.waterfall")
 
 TOPIC = "voice-agent.waterfall"
@@ -108,14 +110,14 @@ def attach(session: AgentSession, room: rtc.Room | None = None) -> TurnClock:
         item = ev.item
         if item.type != "message":
             return
-        metrics = dict(item.metrics or {})
+        timings = dict(item.metrics or {})
         if item.role == "user":
             pending_user.clear()
-            pending_user.update(metrics or {"stopped_speaking_at": clock.user_stopped_at})
+            pending_user.update(timings or {"stopped_speaking_at": clock.user_stopped_at})
             return
         if item.role != "assistant" or not pending_user:
             return  # a greeting or a spoken notice, not the answer to a turn
-        record = clock.finish(pending_user, metrics, bool(getattr(item, "interrupted", False)))
+        record = clock.finish(pending_user, timings, bool(getattr(item, "interrupted", False)))
         pending_user.clear()
         if record is None:
             return

@@ -166,6 +166,7 @@ class Stack:
             "LIVEKIT_API_SECRET": s.livekit_api_secret,
             "TOKEN_SERVER_PORT": str(s.token_server_port),
             "AGENT_HTTP_PORT": str(s.agent_http_port),
+            "AGENT_METRICS_PORT": str(s.agent_metrics_port),
             "PYTHONUNBUFFERED": "1",
         }
         self.services: list[Service] = []
@@ -198,6 +199,8 @@ class Stack:
         check_port_free(s.token_server_port, "the token server")
         if self.with_agent:
             check_port_free(s.agent_http_port, "the agent worker's health server")
+            if s.agent_metrics_port:
+                check_port_free(s.agent_metrics_port, "the agent worker's metrics")
 
     def start(self, agent_timeout: float = 300.0) -> None:
         self.check_ports()

@@ -18,3 +18,4 @@ class StackSettings(BaseSettings):
     livekit_prometheus_port: int = 6789
     token_server_port: int = 8080
     agent_http_port: int = 8081
+    agent_metrics_port: int = 9464

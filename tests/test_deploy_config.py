@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def env_names(settings_cls) -> set[str]:
 
 
 def test_services_and_livekit_image():
-    assert set(SERVICES) == {"livekit", "agent", "token-server"}
+    assert set(SERVICES) == {"livekit", "agent", "token-server", "prometheus", "grafana"}
     setup = (REPO / "scripts" / "setup").read_text()
     version = re.search(r"LIVEKIT_VERSION=([\d.]+)", setup).group(1)
     assert SERVICES["livekit"]["image"] == f"livekit/livekit-server:v{version}"
@@ -100,3 +101,27 @@ def test_env_example_documents_only_real_settings():
     names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
     known = env_names(AgentSettings) | env_names(TokenServerSettings) | env_names(StackSettings)
     assert names and not names - known, names - known
+
+
+def test_prometheus_scrapes_the_ports_the_services_use():
+    scrape = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in scrape["scrape_configs"]}
+    agent_env = SERVICES["agent"]["environment"]
+    assert targets["agent"] == f"127.0.0.1:{agent_env['AGENT_METRICS_PORT']}"
+    assert agent_env["AGENT_METRICS_PORT"] == str(AgentSettings().agent_metrics_port)
+    assert targets["token-server"] == f"127.0.0.1:{SERVICES['token-server']['environment']['TOKEN_SERVER_PORT']}"
+    assert targets["livekit-server"] == f"127.0.0.1:{LIVEKIT['prometheus']['port']}"
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in SERVICES["prometheus"]["volumes"]
+
+
+def test_grafana_provisions_the_dashboard_from_prometheus():
+    grafana = REPO / "deploy" / "grafana"
+    source = yaml.safe_load((grafana / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    provider = yaml.safe_load((grafana / "provisioning" / "dashboards" / "voice-agent.yml").read_text())["providers"][0]
+    volumes = SERVICES["grafana"]["volumes"]
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in volumes
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in volumes
+    assert source["url"].endswith(":9090") and "127.0.0.1:9090" in " ".join(SERVICES["prometheus"]["command"])
+    dashboard = json.loads((grafana / "dashboards" / "voice-agent.json").read_text())
+    uids = {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
+    assert uids == {source["uid"]} and len(dashboard["panels"]) >= 10

@@ -1,15 +1,18 @@
-"""One spoken turn through a real livekit-server: question audio in, the agent's spoken answer out."""
+"""One spoken turn through a real livekit-server: question audio in, the agent's spoken answer out; then the
+metrics of that turn, scraped by a real Prometheus and read by the Grafana dashboard's queries."""
 
 from __future__ import annotations
 
 import re
 import time
 
+import httpx
 import numpy as np
 import pytest
 
 from agent.main import Assistant
 from agent.providers.whisper_stt import WhisperSTT
+from tests.support.prometheus import dashboard_queries, exported_names, metric_names, prometheus, query, wait_until_up
 from tests.support.rtc_client import Client
 from tests.support.speech import SAMPLE_RATE, speak
 
@@ -75,3 +78,33 @@ async def test_spoken_question_gets_spoken_answer_with_tool(stack, scripted_llm)
     print(f"agent audio transcribed: {words!r}")
     month = re.search(r"on \w+day, (\w+) \d+", tool_result["content"]).group(1).lower()
     assert "tokyo" in words and month in words, words
+
+
+def test_metrics_are_scraped_and_every_dashboard_query_reads_real_metrics(stack):
+    """After the spoken turn above: each service's /metrics, then Debian's Prometheus scraping all three, and
+    every query of the Grafana dashboard naming metrics the services export and evaluating in Prometheus."""
+    s = stack.settings
+    targets = {
+        "agent": f"127.0.0.1:{s.agent_metrics_port}",
+        "token-server": f"127.0.0.1:{s.token_server_port}",
+        "livekit-server": f"127.0.0.1:{s.livekit_prometheus_port}",
+    }
+    exported: set[str] = set()
+    for job, target in targets.items():
+        response = httpx.get(f"http://{target}/metrics", timeout=5)
+        assert response.status_code == 200, (job, response.status_code)
+        exported |= exported_names(response.text)
+    queries = dashboard_queries()
+    missing = {(title, name) for title, expr in queries for name in metric_names(expr) if name not in exported}
+    assert not missing, f"dashboard panels read metrics no service exports: {sorted(missing)}"
+
+    with prometheus(targets) as base:
+        wait_until_up(base, set(targets))
+        for _title, expr in queries:
+            query(base, expr)  # valid PromQL over what was scraped
+        deadline = time.monotonic() + 15
+        while not query(base, "voice_agent_voice_to_voice_seconds_count > 0") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert query(base, "voice_agent_voice_to_voice_seconds_count > 0"), "the spoken turn was not measured"
+        assert query(base, 'voice_agent_audio_frames_total{direction="in"} > 0')
+        assert query(base, 'token_server_requests_total{route="/api/token"} > 0')

@@ -14,4 +14,5 @@ def loopback_ports() -> StackSettings:
         livekit_prometheus_port=free_port(),
         token_server_port=free_port(),
         agent_http_port=free_port(),
+        agent_metrics_port=free_port(),
     )

@@ -24,8 +24,6 @@ from agent.skills.notes import NoteStore
 
 logger = logging.getLogger("agent.pipeline")
 
-MAX_SESSIONS = 4
-
 
 @dataclass
 class Shared:
@@ -39,6 +37,14 @@ class Shared:
 
 def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
     """With the worker's VAD the local STT streams: interim transcripts, and the final one ready at end of speech."""
+    if s.stt_base_url:
+        return openai.STT(
+            model=s.stt_remote_model,
+            base_url=s.stt_base_url,
+            api_key=s.stt_api_key or "no-key",
+            language=s.stt_language,
+            use_realtime=False,
+        )
     from agent.providers.whisper_stt import WhisperSTT
 
     return WhisperSTT(
@@ -68,6 +74,17 @@ def build_llm(s: AgentSettings) -> llm.LLM:
 def build_tts(s: AgentSettings, voice: str | None = None, speed: float = 1.0) -> tts.TTS:
     """The TTS with the configured voice, or a persona's voice and speaking rate."""
     from agent.providers.first_clause import FirstClauseTokenizer
+
+    if s.tts_base_url:
+        remote = openai.TTS(
+            model=s.tts_remote_model,
+            voice=voice if voice and voice != s.tts_voice else s.tts_remote_voice,
+            speed=s.tts_speed * speed,
+            base_url=s.tts_base_url,
+            api_key=s.tts_api_key or "no-key",
+            response_format="pcm",
+        )
+        return tts.StreamAdapter(tts=remote, sentence_tokenizer=FirstClauseTokenizer())
     from agent.providers.hibari_tts import HibariTTS
 
     try:
@@ -96,7 +113,7 @@ def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
         from livekit.agents.inference import TurnDetector
 
         shared.turn_detector = TurnDetector()
-    build_stt(s)
+    build_stt(s)  # remote providers load nothing; local ones load their models once here
     build_tts(s)
     model = build_llm(s)
     if warm_agent is not None and hasattr(model, "warm"):
@@ -130,7 +147,9 @@ def dispatch_options(metadata: str) -> dict:
 
 def session_load(server: AgentServer) -> float:
     """Load by sessions rather than machine CPU: on 2 cores the models alone keep the CPU busy."""
-    return min(1.0, len(server.active_jobs) / MAX_SESSIONS)
+    from agent.settings import get_settings
+
+    return min(1.0, len(server.active_jobs) / get_settings().max_sessions)
 
 
 def log_turn_metrics(session: AgentSession) -> None:
@@ -158,7 +177,8 @@ def preflight(s: AgentSettings) -> None:
     except (UnknownSkill, personas.UnknownPersona) as exc:
         fail(str(exc))
     try:
-        whisper_model(s.stt_model)
+        if not s.stt_base_url:
+            whisper_model(s.stt_model)
         if s.llm_provider == "local":
             import importlib.util
 

@@ -32,6 +32,11 @@ class AgentSettings(BaseSettings):
     # each utterance after the VAD says it ended).
     stt_streaming: bool = True
 
+    # STT from an OpenAI-compatible speech-to-text server (/v1/audio/transcriptions) when STT_BASE_URL is set.
+    stt_base_url: str | None = None
+    stt_api_key: str | None = Field(default=None, repr=False)
+    stt_remote_model: str = "whisper-1"
+
     # LLM: an OpenAI-compatible endpoint when LLM_BASE_URL is set, the local llama.cpp model otherwise.
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
@@ -41,9 +46,13 @@ class AgentSettings(BaseSettings):
     llm_max_tokens: int = Field(default=200, ge=16)
     llm_temperature: float = Field(default=0.2, ge=0.0, le=2.0)
 
-    # TTS: hibari's packaged voice.
+    # TTS: hibari's packaged voice, or an OpenAI-compatible speech server (/v1/audio/speech) when TTS_BASE_URL is set.
     tts_voice: str = "heart"
     tts_speed: float = Field(default=1.0, gt=0.25, le=4.0)
+    tts_base_url: str | None = None
+    tts_api_key: str | None = Field(default=None, repr=False)
+    tts_remote_model: str = "tts-1"
+    tts_remote_voice: str = "alloy"
 
     # Turn taking: "model" = local end-of-turn model + VAD, "vad" = VAD silence only.
     turn_detection: Literal["model", "vad"] = "vad"
@@ -57,6 +66,9 @@ class AgentSettings(BaseSettings):
     false_interruption_timeout_s: float = Field(default=1.5, ge=0.2, le=10.0)
 
     cpu_threads: int = Field(default=2, ge=1)
+    # Sessions one worker takes before it reports itself full (local models share the CPU; remote providers
+    # let a worker carry many more).
+    max_sessions: int = Field(default=4, ge=1, le=1000)
     # The conversation the LLM sees is the last N items (plus the instructions): bounded prompt, bounded memory.
     context_max_items: int = Field(default=24, ge=4, le=500)
     # Memory across calls: how many earlier exchanges with the same caller start the next call (0: none).

@@ -1,8 +1,10 @@
-"""A local stand-in for an OpenAI-compatible chat-completions server (the real SSE wire format).
+"""A local stand-in for an OpenAI-compatible server (the real wire formats): chat completions (SSE), speech to
+text (/v1/audio/transcriptions, multipart WAV in, JSON out) and text to speech (/v1/audio/speech, raw PCM out).
 
-It answers from a script instead of a model: a question about the time becomes a `get_time` tool
-call, a tool result becomes a sentence that quotes it, anything else is echoed back. Every request
-is recorded so tests can check what the client sent.
+It answers from a script instead of models: a question about the time becomes a `get_time` tool call, a tool
+result becomes a sentence that quotes it, anything else is echoed back; speech to text answers `transcript`;
+text to speech answers a tone as long as the words would take to say. Each can wait a fixed delay first (for
+benchmarks with fixed-latency providers). Every request is recorded so tests can check what the client sent.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from aiohttp import web
 
 from stack.services import free_port
@@ -41,11 +44,53 @@ def scripted_reply(messages: list[dict]) -> dict:
     return {"content": f"You said: {text.strip()}"}
 
 
+TTS_RATE = 24000  # the sample rate of OpenAI's "pcm" response format
+
+
+def tone(words: int, rate: int = TTS_RATE) -> bytes:
+    """About 0.3 s of a soft 220 Hz tone per word, as 16-bit PCM."""
+    t = np.arange(int(rate * 0.3 * max(1, words))) / rate
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16).tobytes()
+
+
 @dataclass
 class OpenAIStandIn:
     port: int = field(default_factory=free_port)
     requests: list[dict] = field(default_factory=list)
     headers: list[dict] = field(default_factory=list)
+    transcript: str = "What time is it in Tokyo?"
+    llm_delay: float = 0.0
+    stt_delay: float = 0.0
+    tts_delay: float = 0.0
+    stt_requests: list[dict] = field(default_factory=list)
+    tts_requests: list[dict] = field(default_factory=list)
+
+    async def _transcribe(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        upload = form["file"]
+        audio = upload.file.read() if hasattr(upload, "file") else bytes(upload)
+        self.stt_requests.append(
+            {
+                "headers": dict(request.headers),
+                "fields": {k: str(v) for k, v in form.items() if k != "file"},
+                "filename": getattr(upload, "filename", ""),
+                "audio": audio,
+            }
+        )
+        await asyncio.sleep(self.stt_delay)
+        return web.json_response({"text": self.transcript})
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.tts_requests.append({"headers": dict(request.headers), "body": body})
+        await asyncio.sleep(self.tts_delay)
+        response = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
+        await response.prepare(request)
+        pcm = tone(len(str(body.get("input", "")).split()))
+        for start in range(0, len(pcm), 4800):  # 100 ms chunks
+            await response.write(pcm[start : start + 4800])
+        await response.write_eof()
+        return response
 
     @property
     def base_url(self) -> str:
@@ -56,6 +101,7 @@ class OpenAIStandIn:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
         reply = scripted_reply(body["messages"])
+        await asyncio.sleep(self.llm_delay)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         base = {
@@ -97,6 +143,8 @@ class OpenAIStandIn:
             self._loop = asyncio.new_event_loop()
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_post("/v1/audio/transcriptions", self._transcribe)
+            app.router.add_post("/v1/audio/speech", self._speech)
             self._runner = web.AppRunner(app)
             self._loop.run_until_complete(self._runner.setup())
             self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())

@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from livekit import api
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from token_server import tracing
 from token_server.metrics import RequestMetrics, TokenServerMetrics
 from token_server.models import TokenRequest, TokenResponse
 from token_server.settings import TokenServerSettings, get_settings
@@ -109,6 +110,7 @@ def create_app(settings: TokenServerSettings | None = None) -> FastAPI:
         )
     metrics = TokenServerMetrics()
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: it also counts the answers of the others
+    tracing.instrument(app)  # OpenTelemetry server spans, only when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

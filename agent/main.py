@@ -31,7 +31,7 @@ from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
-from agent import echo, memory, metrics, personas, pipeline, skills, waterfall
+from agent import echo, memory, metrics, personas, pipeline, skills, tracing, waterfall
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
@@ -232,6 +232,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 if __name__ == "__main__":
+    tracing.setup({"voice_agent.agent_name": settings.agent_name})  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     pipeline.preflight(settings)
     # Load and warm the models before registering, so no call ever waits for them.
     pipeline.load(settings, warm_agent=Assistant())

@@ -10,7 +10,8 @@ question at a random moment within a 1.5 s window, R rounds, and reports:
 - the worker's CPU (percent of one core) and memory per session.
 It ends with the largest K whose overhead p95 stays within 100 ms.
 
-Run: `uv run python -m bench.concurrency` (about 5 minutes; `--levels 1,5,10,20 --rounds 3`). The clients run in
+Run: `uv run python -m bench.concurrency` (about 5 minutes; `--levels 1,2,4,8 --rounds 3`); it stops at the first
+level where calls are not even greeted within 60 s. The clients run in
 this process, on the same 2 cores as the worker and livekit-server: their CPU counts against the figures.
 """
 
@@ -52,6 +53,7 @@ class Level:
     missed: int = 0
     cpu_percent: float = 0.0
     rss_per_session_mb: float = 0.0
+    failed: str = ""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -108,8 +110,13 @@ async def run_level(stack: Stack, k: int, rounds: int, question, vad_silence: fl
     rss_before = rss_mb(procs)
     await asyncio.gather(*(c.join(room_name=f"bench-{k}-{n}-{random.randrange(10**6)}") for n, c in enumerate(clients)))
     try:
-        await asyncio.gather(*(c.wait_for(lambda c=c: c.texts(c.agent_identity), 60, "greeting") for c in clients))
-        await asyncio.gather(*(c.quiet(0.8, timeout=60) for c in clients))
+        try:
+            await asyncio.gather(*(c.wait_for(lambda c=c: c.texts(c.agent_identity), 60, "greeting") for c in clients))
+            await asyncio.gather(*(c.quiet(0.8, timeout=60) for c in clients))
+        except AssertionError:
+            level.missed = sum(1 for c in clients if not c.texts(c.agent_identity))
+            level.failed = f"{level.missed} of {k} calls were not greeted within 60 s"
+            return level
         procs = worker_tree(stack)
         level.rss_per_session_mb = (rss_mb(procs) - rss_before) / k
         cpu_start, wall_start = cpu_seconds(procs), time.monotonic()
@@ -161,6 +168,9 @@ async def run(levels: list[int], rounds: int, log_dir: Path) -> list[Level]:
                 print(f"  {k} simultaneous calls ...", flush=True)
                 level = await run_level(stack, k, rounds, question, vad_silence)
                 results.append(level)
+                if level.failed:
+                    print(f"    overloaded: {level.failed}; stopping here", flush=True)
+                    break
                 overhead = f"{pct(level.overhead, 0.5) * 1000:.0f} ms p95 {pct(level.overhead, 0.95) * 1000:.0f} ms"
                 print(
                     f"    overhead p50 {overhead}; v2v p50 {pct(level.v2v, 0.5) * 1000:.0f} ms;"
@@ -182,12 +192,15 @@ def report(results: list[Level]) -> None:
         f"{'calls':>5} {'turns':>5} {'overhead p50':>12} {'p95':>6} {'v2v p50':>8} {'p95':>6}"
         f" {'worker CPU %':>12} {'MB/call':>8} {'missed':>6}"
     )
-    for lv in results:
+    for lv in [lv for lv in results if not lv.failed]:
         print(
             f"{lv.sessions:5d} {len(lv.overhead):5d} {pct(lv.overhead, 0.5) * 1000:12.0f} "
             f"{pct(lv.overhead, 0.95) * 1000:6.0f} {pct(lv.v2v, 0.5) * 1000:8.0f} {pct(lv.v2v, 0.95) * 1000:6.0f}"
             f" {lv.cpu_percent:12.0f} {lv.rss_per_session_mb:8.1f} {lv.missed:6d}"
         )
+    for lv in results:
+        if lv.failed:
+            print(f"{lv.sessions:5d} overloaded: {lv.failed}")
     within = [lv.sessions for lv in results if lv.overhead and pct(lv.overhead, 0.95) <= 0.1 and not lv.missed]
     print(f"largest K with overhead p95 <= 100 ms: {max(within) if within else 'none'}")
     if results:
@@ -196,7 +209,7 @@ def report(results: list[Level]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", default="1,5,10,20,30")
+    parser.add_argument("--levels", default="1,2,4,6,8,12")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))

@@ -100,6 +100,9 @@ def test_livekit_keys_match_the_services():
 def test_env_example_documents_only_real_settings():
     names = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
     known = env_names(AgentSettings) | env_names(TokenServerSettings) | env_names(StackSettings)
+    # Read by OpenTelemetry's SDK and livekit-agents themselves (agent/tracing.py only turns them on).
+    known |= {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_SERVICE_NAME"}
+    known |= {"LIVEKIT_TELEMETRY_ALLOW_PII"}
     assert names and not names - known, names - known
 
 

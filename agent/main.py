@@ -217,6 +217,8 @@ async def entrypoint(ctx: JobContext) -> None:
     pipeline.log_turn_metrics(session)
     waterfall.attach(session, ctx.room)
     metrics.attach(session, fast_path_prefix=ROUTED)
+    for role, provider in (("stt", session.stt), ("llm", session.llm), ("tts", session.tts)):
+        metrics.watch_fallbacks(role, provider)
     prefill_while_listening(session)
     memory.record(session, shared.memory, caller.identity)
     earlier = memory.recap(shared.memory, caller.identity, settings.memory_turns)

@@ -7,6 +7,7 @@ cardinality: stage, role, tool name, outcome; never a room, a participant or a t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator
 
 from livekit import rtc
@@ -19,6 +20,8 @@ from livekit.agents.voice import (
     FunctionToolsExecutedEvent,
 )
 from prometheus_client import Counter, Gauge, Histogram
+
+logger = logging.getLogger("agent.metrics")
 
 # Seconds: from tens of milliseconds (a cached fast path) to the slowest LLM turns.
 BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
@@ -46,9 +49,12 @@ INTERRUPTIONS = Counter("voice_agent_interruptions", "Agent replies cut off by t
 FALSE_INTERRUPTIONS = Counter("voice_agent_false_interruptions", "Pauses for a sound that was not a turn", ["resumed"])
 TOOL_CALLS = Counter("voice_agent_tool_calls", "Tool calls by tool, outcome and path", ["tool", "outcome", "path"])
 PROVIDER_ERRORS = Counter("voice_agent_provider_errors", "Errors from providers", ["role", "recoverable"])
+FALLBACKS = Counter("voice_agent_provider_fallbacks", "A provider failed and the next one took over", ["role"])
 
 for direction in ("in", "out"):
     AUDIO_FRAMES.labels(direction)
+for role in ("stt", "llm", "tts"):
+    FALLBACKS.labels(role)
 for stage in ("transcript", "end_of_turn", "llm_request", "llm_first_token", "tts_request", "tts_first_audio"):
     STAGE.labels(stage)
 STAGE.labels("audio_out")
@@ -109,6 +115,23 @@ def attach(session: AgentSession, fast_path_prefix: str) -> None:
             "other",
         )
         PROVIDER_ERRORS.labels(role, str(bool(getattr(ev.error, "recoverable", False))).lower()).inc()
+
+
+def watch_fallbacks(role: str, provider: object) -> None:
+    """Counts and logs each switch of a FallbackAdapter (`stt`, `llm` or `tts`) away from a failing provider."""
+    provider = getattr(provider, "wrapped_stt", provider)  # a fallback inside a VAD stream adapter
+    if not isinstance(provider, stt.FallbackAdapter | tts.FallbackAdapter | llm.FallbackAdapter):
+        return
+
+    def on_change(ev) -> None:
+        failed = getattr(ev, role)
+        if not ev.available:
+            FALLBACKS.labels(role).inc()
+            logger.warning("%s provider %s failed; the next provider takes over", role, failed.label)
+        else:
+            logger.info("%s provider %s is available again", role, failed.label)
+
+    provider.on(f"{role}_availability_changed", on_change)
 
 
 async def count_frames(direction: str, audio: AsyncIterable[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:

@@ -64,14 +64,41 @@ def openai_client(base_url: str, api_key: str | None) -> openai_sdk.AsyncClient:
 
 
 def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
-    """With the worker's VAD the local STT streams: interim transcripts, and the final one ready at end of speech."""
-    if s.stt_base_url:
-        return openai.STT(
+    """The chosen STT; a cloud one falls back to the local Whisper when it fails. With the worker's VAD the local STT
+    streams: interim transcripts, and the final one ready at end of speech."""
+    choice = s.stt_choice
+    if choice == "deepgram":
+        from livekit.plugins import deepgram
+
+        cloud: stt.STT = deepgram.STT(
+            model=s.deepgram_model,
+            language=s.stt_language,
+            interim_results=True,
+            api_key=s.deepgram_api_key or "",
+            base_url=s.deepgram_base_url,
+        )
+    elif choice == "openai":
+        cloud = openai.STT(
             model=s.stt_remote_model,
             language=s.stt_language,
             use_realtime=False,
-            client=openai_client(s.stt_base_url, s.stt_api_key),
+            client=openai_client(s.stt_base_url or "", s.stt_api_key),
         )
+        if s.provider_fallback:
+            # Per utterance: the VAD cuts it, and if the server fails, local Whisper decodes the same audio, so the
+            # turn in progress is not lost.
+            either = stt.FallbackAdapter([cloud, _local_stt(s, None)], vad=vad or build_vad(s))
+            return stt.StreamAdapter(stt=either, vad=vad or build_vad(s))
+        return cloud
+    else:
+        return _local_stt(s, vad)
+    if not s.provider_fallback:
+        return cloud
+    # A streaming provider that fails mid-utterance loses that utterance; the local STT takes the next ones.
+    return stt.FallbackAdapter([cloud, _local_stt(s, vad)], vad=vad)
+
+
+def _local_stt(s: AgentSettings, vad: vad.VAD | None) -> stt.STT:
     from agent.providers.whisper_stt import WhisperSTT
 
     return WhisperSTT(
@@ -84,8 +111,22 @@ def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
 
 
 def build_llm(s: AgentSettings) -> llm.LLM:
+    """The OpenAI-compatible LLM when LLM_BASE_URL is set (falling back to the local one if it fails), else local."""
     if s.llm_provider == "openai":
-        return openai.LLM(model=s.llm_model, client=openai_client(s.llm_base_url, s.llm_api_key))
+        remote = openai.LLM(model=s.llm_model, client=openai_client(s.llm_base_url or "", s.llm_api_key))
+        if not (s.provider_fallback and _local_llm_available()):
+            return remote
+        return llm.FallbackAdapter([remote, _local_llm(s)])
+    return _local_llm(s)
+
+
+def _local_llm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _local_llm(s: AgentSettings) -> llm.LLM:
     from agent.models import packaged_gguf
     from agent.providers.llama_llm import LlamaLLM
 
@@ -99,18 +140,38 @@ def build_llm(s: AgentSettings) -> llm.LLM:
 
 
 def build_tts(s: AgentSettings, voice: str | None = None, speed: float = 1.0) -> tts.TTS:
-    """The TTS with the configured voice, or a persona's voice and speaking rate."""
+    """The chosen TTS with the configured voice, or a persona's voice and speaking rate; a cloud one falls back to
+    the local hibari when it fails."""
     from agent.providers.first_clause import FirstClauseTokenizer
 
-    if s.tts_base_url:
+    choice = s.tts_choice
+    if choice == "elevenlabs":
+        from livekit.plugins import elevenlabs
+
+        cloud: tts.TTS = elevenlabs.TTS(
+            voice_id=s.elevenlabs_voice_id,
+            model=s.elevenlabs_model,
+            api_key=s.eleven_api_key or "",
+            **({"base_url": s.elevenlabs_base_url} if s.elevenlabs_base_url else {}),
+        )
+    elif choice == "openai":
         remote = openai.TTS(
             model=s.tts_remote_model,
             voice=voice if voice and voice != s.tts_voice else s.tts_remote_voice,
             speed=s.tts_speed * speed,
             response_format="pcm",
-            client=openai_client(s.tts_base_url, s.tts_api_key),
+            client=openai_client(s.tts_base_url or "", s.tts_api_key),
         )
-        return tts.StreamAdapter(tts=remote, sentence_tokenizer=FirstClauseTokenizer())
+        cloud = tts.StreamAdapter(tts=remote, sentence_tokenizer=FirstClauseTokenizer())
+    else:
+        return _local_tts(s, voice, speed)
+    if not s.provider_fallback:
+        return cloud
+    return tts.FallbackAdapter([cloud, _local_tts(s, None, speed)])
+
+
+def _local_tts(s: AgentSettings, voice: str | None, speed: float) -> tts.TTS:
+    from agent.providers.first_clause import FirstClauseTokenizer
     from agent.providers.hibari_tts import HibariTTS
 
     try:
@@ -202,9 +263,10 @@ def preflight(s: AgentSettings) -> None:
         personas.get(s.persona)
     except (UnknownSkill, personas.UnknownPersona) as exc:
         fail(str(exc))
+    for problem in s.missing_keys():
+        fail(problem)
     try:
-        if not s.stt_base_url:
-            whisper_model(s.stt_model)
+        whisper_model(s.stt_model)  # the local STT is the default and every cloud STT's fallback
         if s.llm_provider == "local":
             import importlib.util
 

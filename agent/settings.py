@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +32,22 @@ class AgentSettings(BaseSettings):
     # Interim transcripts while the user speaks and a final one decoded during the first silence (off: decode
     # each utterance after the VAD says it ended).
     stt_streaming: bool = True
+
+    # Providers per role. "auto": the cloud one whose key (or base URL) is set, the local one otherwise.
+    stt_provider: Literal["auto", "deepgram", "openai", "local"] = "auto"
+    tts_provider: Literal["auto", "elevenlabs", "openai", "local"] = "auto"
+    # A failing cloud provider hands the turn to the local one (livekit-agents FallbackAdapter), per role.
+    provider_fallback: bool = True
+
+    # Deepgram streaming STT (interim results). The base URL is for a self-hosted or proxied Deepgram.
+    deepgram_api_key: str | None = Field(default=None, repr=False)
+    deepgram_base_url: str = "https://api.deepgram.com/v1/listen"
+    deepgram_model: str = "nova-3"
+    # ElevenLabs streaming TTS.
+    eleven_api_key: str | None = Field(default=None, repr=False)
+    elevenlabs_base_url: str | None = None
+    elevenlabs_voice_id: str = "bIHbv24MWmeRgasZH58o"
+    elevenlabs_model: str = "eleven_turbo_v2_5"
 
     # STT from an OpenAI-compatible speech-to-text server (/v1/audio/transcriptions) when STT_BASE_URL is set.
     stt_base_url: str | None = None
@@ -95,6 +112,31 @@ class AgentSettings(BaseSettings):
     def llm_provider(self) -> Literal["openai", "local"]:
         return "openai" if self.llm_base_url else "local"
 
+    @property
+    def stt_choice(self) -> str:
+        if self.stt_provider != "auto":
+            return self.stt_provider
+        return "deepgram" if self.deepgram_api_key else "openai" if self.stt_base_url else "local"
+
+    @property
+    def tts_choice(self) -> str:
+        if self.tts_provider != "auto":
+            return self.tts_provider
+        return "elevenlabs" if self.eleven_api_key else "openai" if self.tts_base_url else "local"
+
+    def missing_keys(self) -> list[str]:
+        """What an explicitly chosen cloud provider lacks, as lines for the operator."""
+        missing = []
+        if self.stt_choice == "deepgram" and not self.deepgram_api_key:
+            missing.append("STT_PROVIDER=deepgram needs DEEPGRAM_API_KEY")
+        if self.stt_choice == "openai" and not self.stt_base_url:
+            missing.append("STT_PROVIDER=openai needs STT_BASE_URL (and STT_API_KEY if the server wants one)")
+        if self.tts_choice == "elevenlabs" and not self.eleven_api_key:
+            missing.append("TTS_PROVIDER=elevenlabs needs ELEVEN_API_KEY")
+        if self.tts_choice == "openai" and not self.tts_base_url:
+            missing.append("TTS_PROVIDER=openai needs TTS_BASE_URL (and TTS_API_KEY if the server wants one)")
+        return missing
+
 
 def _system_timezone() -> str:
     import os
@@ -109,4 +151,12 @@ def _system_timezone() -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> AgentSettings:
-    return AgentSettings()
+    """The settings; a bad value stops the process with one line per problem, not a traceback."""
+    try:
+        return AgentSettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            got = "" if "KEY" in name or "SECRET" in name else f" (got {error.get('input')!r})"
+            print(f"agent: {name}: {error['msg']}{got}", file=sys.stderr)
+        sys.exit(2)

@@ -31,6 +31,7 @@ def settings(server: OpenAIStandIn) -> AgentSettings:
         stt_api_key="stt-secret",
         tts_base_url=server.base_url,
         tts_api_key="tts-secret",
+        provider_fallback=False,  # the provider itself, not its fallback
     )
 
 

@@ -103,3 +103,17 @@ def test_no_livekit_server_and_no_go_names_the_fix(tmp_path):
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert "livekit-server" in line and "Go is not installed" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"STT_PROVIDER": "deepgram"}, "STT_PROVIDER=deepgram needs DEEPGRAM_API_KEY"),
+        ({"TTS_PROVIDER": "elevenlabs"}, "TTS_PROVIDER=elevenlabs needs ELEVEN_API_KEY"),
+        ({"STT_PROVIDER": "whisperx"}, "STT_PROVIDER: Input should be 'auto', 'deepgram', 'openai' or 'local'"),
+    ],
+)
+def test_a_provider_choice_that_cannot_work_stops_the_agent_with_one_line(env, expected):
+    result = run([sys.executable, "-m", "agent.main", "start"], {**env, "DEEPGRAM_API_KEY": "", "ELEVEN_API_KEY": ""})
+    assert result.returncode == 2
+    assert expected in one_line(result.stderr)

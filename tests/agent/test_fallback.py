@@ -1,0 +1,86 @@
+"""A cloud provider dies mid-call: the same call goes on with the local providers, and the switch is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from livekit.agents import Agent, AgentSession, llm
+from prometheus_client import REGISTRY
+
+from agent import metrics, pipeline
+from agent.settings import AgentSettings
+from tests.agent.test_barge_in_audio import RealtimeSpeaker, ScriptedMic
+from tests.support.openai_standin import OpenAIStandIn
+from tests.support.scripted_llm import ScriptedLLM
+from tests.support.speech import speak
+
+pytestmark = [pytest.mark.models, pytest.mark.timeout(180)]
+
+
+def fallbacks(role: str) -> float:
+    return REGISTRY.get_sample_value("voice_agent_provider_fallbacks_total", {"role": role}) or 0.0
+
+
+async def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def answer(ctx: llm.ChatContext) -> str:
+    users = [i for i in ctx.items if i.type == "message" and i.role == "user"]
+    return f"You asked: {users[-1].text_content}" if users else "Hello."
+
+
+async def test_cloud_speech_dies_mid_call_and_local_models_finish_the_call(caplog):
+    caplog.set_level(logging.WARNING, logger="agent.metrics")
+    cloud = OpenAIStandIn(transcript="Can I book a table for two?").start()
+    settings = AgentSettings(_env_file=None, stt_base_url=cloud.base_url, tts_base_url=cloud.base_url)
+    assert settings.provider_fallback  # the default
+    vad = pipeline.build_vad(settings)
+    shared = pipeline.Shared(vad=vad, notes=None, memory=None)  # type: ignore[arg-type]
+    session = AgentSession(
+        vad=vad,
+        stt=pipeline.build_stt(settings, vad),
+        llm=ScriptedLLM(answer),
+        tts=pipeline.build_tts(settings),
+        turn_handling=pipeline.turn_handling(settings, shared),
+    )
+    for role, provider in (("stt", session.stt), ("tts", session.tts)):
+        metrics.watch_fallbacks(role, provider)
+    before = {role: fallbacks(role) for role in ("stt", "tts")}
+    heard: list[str] = []
+    session.on("user_input_transcribed", lambda ev: ev.is_final and heard.append(ev.transcript))
+    mic, speaker = ScriptedMic(), RealtimeSpeaker()
+    session.input.audio, session.output.audio = mic, speaker
+    await session.start(Agent(instructions="You are a helpful voice assistant."))
+    try:
+        # Turn 1: the cloud providers hear and speak.
+        await asyncio.sleep(0.5)
+        mic.play(speak("Hello, could I book a table please?"))
+        await wait_until(lambda: heard, 30, "the cloud transcript")
+        assert heard[0] == "Can I book a table for two?"
+        await wait_until(lambda: any(s.finished_at for s in speaker.segments), 30, "the cloud voice's reply")
+        assert cloud.tts_requests and "book a table" in cloud.tts_requests[-1]["body"]["input"]
+
+        cloud.stop()  # the service goes away mid-call
+
+        # Turn 2: the same session, now on local Whisper and hibari.
+        replies = len(speaker.segments)
+        mic.play(speak("What is the weather like in Paris this weekend?"))
+        await wait_until(lambda: len(heard) >= 2, 60, "a transcript after the cloud STT died")
+        assert "paris" in heard[1].lower(), heard
+        await wait_until(
+            lambda: len(speaker.segments) > replies and speaker.segments[-1].finished_at, 60, "the local voice's reply"
+        )
+        assert speaker.segments[-1].played > 1.0  # "You asked: What is the weather like in Paris ..." in hibari
+    finally:
+        await session.aclose()
+        await speaker.aclose()
+    assert fallbacks("stt") == before["stt"] + 1 and fallbacks("tts") == before["tts"] + 1
+    assert any("failed; the next provider takes over" in r.getMessage() for r in caplog.records)

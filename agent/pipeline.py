@@ -151,6 +151,7 @@ def build_tts(s: AgentSettings, voice: str | None = None, speed: float = 1.0) ->
         cloud: tts.TTS = elevenlabs.TTS(
             voice_id=s.elevenlabs_voice_id,
             model=s.elevenlabs_model,
+            encoding="pcm_24000",  # raw PCM: no MP3 decoding, and the local fallback's rate
             api_key=s.eleven_api_key or "",
             **({"base_url": s.elevenlabs_base_url} if s.elevenlabs_base_url else {}),
         )

@@ -57,6 +57,40 @@ def packaged_gguf() -> Path:
     return _join(parts, cache_dir() / QWEN_FILE)
 
 
+def download(url: str, progress: bool = True) -> Path:
+    """A model file from a URL (e.g. a GGUF on huggingface.co/.../resolve/main/...), downloaded once into the cache
+    with a progress bar, then reused. Raises ModelMissingError with the reason when it cannot be fetched."""
+    import hashlib
+    from urllib.parse import urlparse
+
+    import httpx
+    from tqdm import tqdm
+
+    name = Path(urlparse(url).path).name or "model"
+    target = cache_dir() / "downloads" / f"{hashlib.sha1(url.encode()).hexdigest()[:12]}-{name}"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + f".part{os.getpid()}")
+    logger.info("downloading %s (once; cached in %s)", name, target.parent)
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=httpx.Timeout(30.0, read=60.0)) as response:
+            response.raise_for_status()
+            size = int(response.headers.get("content-length", 0)) or None
+            with (
+                open(tmp, "wb") as out,
+                tqdm(total=size, unit="B", unit_scale=True, desc=name, disable=not progress) as bar,
+            ):
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (httpx.HTTPError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ModelMissingError(f"cannot download {url}: {exc}") from exc
+    os.replace(tmp, target)
+    return target
+
+
 def whisper_model(name: str) -> str:
     """A faster-whisper model argument: a packaged model's folder, or the name/path as given."""
     if name == "base":

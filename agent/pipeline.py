@@ -127,16 +127,24 @@ def _local_llm_available() -> bool:
 
 
 def _local_llm(s: AgentSettings) -> llm.LLM:
-    from agent.models import packaged_gguf
     from agent.providers.llama_llm import LlamaLLM
 
     return LlamaLLM(
-        model_path=s.llm_gguf_path or str(packaged_gguf()),
+        model_path=gguf_path(s),
         n_ctx=s.llm_context_tokens,
         n_threads=s.cpu_threads,
         temperature=s.llm_temperature,
         max_tokens=s.llm_max_tokens,
     )
+
+
+def gguf_path(s: AgentSettings) -> str:
+    """The local LLM's file: LLM_GGUF_PATH, else LLM_GGUF_URL (downloaded once), else the packaged model."""
+    from agent.models import download, packaged_gguf
+
+    if s.llm_gguf_path:
+        return s.llm_gguf_path
+    return str(download(s.llm_gguf_url) if s.llm_gguf_url else packaged_gguf())
 
 
 def build_tts(s: AgentSettings, voice: str | None = None, speed: float = 1.0) -> tts.TTS:
@@ -257,7 +265,7 @@ def fail(message: str) -> None:
 
 def preflight(s: AgentSettings) -> None:
     """Checks what would otherwise fail later as a traceback wall, and stops with one line."""
-    from agent.models import ModelMissingError, packaged_gguf, whisper_model
+    from agent.models import ModelMissingError, whisper_model
 
     try:
         check(s.skills)
@@ -273,8 +281,7 @@ def preflight(s: AgentSettings) -> None:
 
             if importlib.util.find_spec("llama_cpp") is None:
                 fail("llama-cpp-python is not installed: run `bash scripts/setup` (it builds it for this CPU)")
-            if not s.llm_gguf_path:
-                packaged_gguf()
+            gguf_path(s)  # joins the packaged model, or downloads LLM_GGUF_URL, before the worker registers
     except ModelMissingError as exc:
         fail(str(exc))
     asyncio.run(_check_server(s))

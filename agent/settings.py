@@ -59,6 +59,8 @@ class AgentSettings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str | None = Field(default=None, repr=False)
     llm_gguf_path: str | None = None
+    # Or a GGUF to download once (with a progress bar) into the model cache, e.g. a huggingface.co resolve URL.
+    llm_gguf_url: str | None = None
     llm_context_tokens: int = Field(default=4096, ge=512)
     llm_max_tokens: int = Field(default=200, ge=16)
     llm_temperature: float = Field(default=0.2, ge=0.0, le=2.0)

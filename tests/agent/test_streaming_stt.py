@@ -112,3 +112,12 @@ async def test_a_long_monologue_is_transcribed_whole(whisper):
     heard = " ".join(texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT)).lower()
     for word in ("coast", "bakery", "raining", "grandmother", "beach", "harbour", "traffic"):
         assert word in heard.replace("harbor", "harbour"), (word, heard)
+
+
+async def test_clipped_audio_is_still_transcribed(whisper):
+    speech = speak("Please turn off the kitchen lights.").astype(np.int32) * 12  # a microphone gain far too high
+    clipped = np.clip(speech, -32768, 32767).astype(np.int16)
+    assert np.mean(np.abs(clipped) == 32767) > 0.05  # heavily clipped
+    events = await listen(whisper, np.concatenate([silence(0.3), clipped, silence(1.0)]), realtime=False)
+    finals = texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert len(finals) == 1 and "kitchen" in finals[0].lower() and "light" in finals[0].lower(), finals

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 from collections.abc import AsyncIterable, AsyncIterator
 
@@ -187,8 +188,8 @@ server = AgentServer(
     num_idle_processes=1,
     initialize_process_timeout=180,
     drain_timeout=30,  # on SIGTERM, let calls in progress finish for up to 30 s
-    load_fnc=pipeline.session_load,
-    load_threshold=1.0,
+    load_fnc=pipeline.session_load,  # reported to the server, which balances calls across workers by it
+    load_threshold=math.inf,  # capacity is checked per request instead (pipeline.Capacity)
     host=settings.agent_http_host,
     port=settings.agent_http_port,
     prometheus_port=settings.agent_metrics_port or None,
@@ -198,8 +199,12 @@ server = AgentServer(
 )
 
 
-@server.rtc_session(agent_name=settings.agent_name)
+capacity = pipeline.Capacity(server)
+
+
+@server.rtc_session(agent_name=settings.agent_name, on_request=capacity.on_request)
 async def entrypoint(ctx: JobContext) -> None:
+    capacity.started(ctx.job.id)
     if pipeline.dispatch_options(ctx.job.metadata).get("mode") == "echo":
         await echo.run(ctx)
         return

@@ -10,13 +10,14 @@ import json
 import logging
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import httpx
 import openai as openai_sdk
 from livekit import api
-from livekit.agents import Agent, AgentServer, AgentSession, llm, stt, tts, vad
+from livekit.agents import Agent, AgentServer, AgentSession, JobRequest, llm, stt, tts, vad
 from livekit.agents.voice import ConversationItemAddedEvent
 from livekit.plugins import openai, silero
 
@@ -239,6 +240,36 @@ def dispatch_options(metadata: str) -> dict:
     except json.JSONDecodeError:
         return {}
     return options if isinstance(options, dict) else {}
+
+
+class Capacity:
+    """Accepts calls while fewer than MAX_SESSIONS are running or about to start.
+
+    livekit-agents' own check guesses each starting job's load as load_threshold / num_idle_processes (1.0 here) while
+    the worker is idle, so a second call arriving at the same moment was refused, and with one worker the server gave
+    it up: the caller never got an agent. Counting accepted-but-not-yet-running jobs ourselves avoids that guess.
+    """
+
+    def __init__(self, server: AgentServer) -> None:
+        self._server = server
+        self._starting: dict[str, float] = {}  # job id -> when it was accepted
+
+    async def on_request(self, request: JobRequest) -> None:
+        from agent.settings import get_settings
+
+        running = {info.job.id for info in self._server.active_jobs}
+        now = time.monotonic()
+        # Accepted jobs count until their entrypoint runs (`started`), or 30 s if it never does.
+        self._starting = {i: t for i, t in self._starting.items() if i not in running and now - t < 30}
+        if len(running) + len(self._starting) >= get_settings().max_sessions:
+            logger.warning("refusing a call: %d running, %d starting (MAX_SESSIONS)", len(running), len(self._starting))
+            await request.reject()
+            return
+        self._starting[request.id] = now
+        await request.accept()
+
+    def started(self, job_id: str) -> None:
+        self._starting.pop(job_id, None)
 
 
 def session_load(server: AgentServer) -> float:

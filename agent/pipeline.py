@@ -88,8 +88,8 @@ def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
         if s.provider_fallback:
             # Per utterance: the VAD cuts it, and if the server fails, local Whisper decodes the same audio, so the
             # turn in progress is not lost.
-            either = stt.FallbackAdapter([cloud, _local_stt(s, None)], vad=vad or build_vad(s))
-            return stt.StreamAdapter(stt=either, vad=vad or build_vad(s))
+            vad = vad or build_vad(s)
+            return stt.StreamAdapter(stt=stt.FallbackAdapter([cloud, _local_stt(s, None)], vad=vad), vad=vad)
         return cloud
     else:
         return _local_stt(s, vad)

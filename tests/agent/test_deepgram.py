@@ -22,10 +22,10 @@ from tests.agent.test_barge_in_audio import RealtimeSpeaker, ScriptedMic, newest
 from tests.support.deepgram_standin import DeepgramStandIn
 from tests.support.scripted_llm import ScriptedLLM
 from tests.support.speech import SAMPLE_RATE, speak
+from tests.support.stt_stream import FRAME_S, listen, silence, texts
 
 pytestmark = pytest.mark.models  # the session test loads Silero and hibari
 
-FRAME_S = 0.02
 TRANSCRIPT = "Could you tell me what the weather will be like in Paris this weekend?"
 REPLY = "It will be sunny in Paris all weekend."
 
@@ -48,36 +48,6 @@ def deepgram_settings(standin: DeepgramStandIn) -> AgentSettings:
     return AgentSettings(
         _env_file=None, deepgram_api_key="dg-secret", deepgram_base_url=standin.url, provider_fallback=False
     )
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16)
-
-
-async def listen(recognizer: stt.STT, audio: np.ndarray, realtime: bool = True) -> list[tuple[float, stt.SpeechEvent]]:
-    """Pushes audio in 20 ms frames (in real time unless told otherwise); returns the events with their times."""
-    events: list[tuple[float, stt.SpeechEvent]] = []
-    stream = recognizer.stream()
-
-    async def collect() -> None:
-        async for ev in stream:
-            events.append((time.monotonic(), ev))
-
-    reader = asyncio.create_task(collect())
-    step = int(SAMPLE_RATE * FRAME_S)
-    t0 = time.monotonic()
-    for n, start in enumerate(range(0, len(audio), step)):
-        chunk = audio[start : start + step]
-        stream.push_frame(rtc.AudioFrame(chunk.tobytes(), SAMPLE_RATE, 1, len(chunk)))
-        await asyncio.sleep(max(0.0, t0 + (n + 1) * FRAME_S - time.monotonic()) if realtime else 0)
-    stream.end_input()
-    await asyncio.wait_for(reader, 15)
-    await stream.aclose()
-    return events
-
-
-def texts(events, kind: stt.SpeechEventType) -> list[str]:
-    return [ev.alternatives[0].text for _, ev in events if ev.type == kind]
 
 
 @pytest.mark.timeout(60)

@@ -3,7 +3,6 @@ utterance, nothing for silence or noise, telephone audio and long monologues han
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -14,46 +13,14 @@ from livekit.plugins import silero
 
 from agent.providers.whisper_stt import WhisperSTT
 from tests.support.speech import SAMPLE_RATE, last_voiced_index, speak
+from tests.support.stt_stream import listen, silence, texts
 
 pytestmark = pytest.mark.models
-
-FRAME_S = 0.02
 
 
 @pytest.fixture(scope="module")
 def whisper() -> WhisperSTT:
     return WhisperSTT(model="base", vad=silero.VAD.load(min_silence_duration=0.35))
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.int16)
-
-
-async def listen(
-    whisper: WhisperSTT, audio: np.ndarray, rate: int = SAMPLE_RATE, realtime: bool = True
-) -> list[tuple[float, stt.SpeechEvent]]:
-    """Pushes audio in 20 ms frames (in real time unless told otherwise); returns the events with their times."""
-    events: list[tuple[float, stt.SpeechEvent]] = []
-    stream = whisper.stream()
-
-    async def collect() -> None:
-        async for ev in stream:
-            events.append((time.monotonic(), ev))
-
-    reader = asyncio.create_task(collect())
-    step = int(rate * FRAME_S)
-    for start in range(0, len(audio), step):
-        chunk = audio[start : start + step]
-        stream.push_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, len(chunk)))
-        await asyncio.sleep(FRAME_S if realtime else 0)
-    stream.end_input()
-    await asyncio.wait_for(reader, 120)
-    await stream.aclose()
-    return events
-
-
-def texts(events, kind: stt.SpeechEventType) -> list[str]:
-    return [ev.alternatives[0].text for _, ev in events if ev.type == kind]
 
 
 async def test_interim_words_while_speaking_then_one_final(whisper):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from stack.services import free_port
+from tests.support.loopback_app import LoopbackApp
 
 WINDOW_S = 0.02  # the energy is measured per 20 ms
 
@@ -291,25 +291,13 @@ class DeepgramStandIn:
     # --- the server --------------------------------------------------------------------------------------------------
 
     def start(self) -> DeepgramStandIn:
-        ready = threading.Event()
         self._live: dict[int, tuple[Connection, web.WebSocketResponse, web.Request]] = {}
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            app = web.Application()
-            app.router.add_get("/v1/listen", self._listen)
-            self._runner = web.AppRunner(app, handler_cancellation=True)
-            self._loop.run_until_complete(self._runner.setup())
-            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-            self._loop.run_until_complete(self._site.start())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="deepgram-standin", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the Deepgram stand-in did not start")
+        self._server = LoopbackApp("Deepgram stand-in", self.port, self._routes, handler_cancellation=True).start()
+        self._loop, self._runner, self._site = self._server.loop, self._server.runner, self._server.site
         return self
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/listen", self._listen)
 
     def _call(self, coro_fn) -> None:
         async def run() -> None:
@@ -347,14 +335,12 @@ class DeepgramStandIn:
         self._call(revive)
 
     def stop(self) -> None:
-        async def shutdown() -> None:
+        async def close_live() -> None:
             for conn, ws, _ in list(self._live.values()):
                 conn.close_reason = conn.close_reason or "stopped"
                 await ws.close(code=1001, message=b"")
-            await self._runner.cleanup()
 
         try:
-            self._call(shutdown)
+            self._call(close_live)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+            self._server.stop()

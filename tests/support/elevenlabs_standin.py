@@ -23,7 +23,6 @@ import asyncio
 import base64
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from stack.services import free_port
+from tests.support.loopback_app import LoopbackApp
 
 CHAR_S = 0.06  # seconds of audio per character
 DEFAULT_SCHEDULE = [120, 160, 250, 290]  # ElevenLabs' default chunk_length_schedule
@@ -365,35 +365,21 @@ class ElevenLabsStandIn:
     def revive(self) -> None:
         self.dead = False
 
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/text-to-speech/{voice_id}/multi-stream-input", self._websocket)
+        app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", self._websocket)
+        app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._synthesize)
+        app.router.add_post("/v1/text-to-speech/{voice_id}", self._synthesize)
+        app.router.add_get("/v1/voices", self._voices)
+
     def start(self) -> ElevenLabsStandIn:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            app = web.Application()
-            app.router.add_get("/v1/text-to-speech/{voice_id}/multi-stream-input", self._websocket)
-            app.router.add_get("/v1/text-to-speech/{voice_id}/stream-input", self._websocket)
-            app.router.add_post("/v1/text-to-speech/{voice_id}/stream", self._synthesize)
-            app.router.add_post("/v1/text-to-speech/{voice_id}", self._synthesize)
-            app.router.add_get("/v1/voices", self._voices)
-            self._runner = web.AppRunner(app, shutdown_timeout=1)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="elevenlabs-standin", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the ElevenLabs stand-in did not start")
+        self._server = LoopbackApp("ElevenLabs stand-in", self.port, self._routes, shutdown_timeout=1).start()
+        self._loop = self._server.loop
         return self
 
     def stop(self) -> None:
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(self._kill(), self._loop).result(10)
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.call(self._kill())
+        self._server.stop()
 
     def __enter__(self) -> ElevenLabsStandIn:
         return self.start()

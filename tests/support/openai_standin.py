@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ import numpy as np
 from aiohttp import web
 
 from stack.services import free_port
+from tests.support.loopback_app import LoopbackApp
 
 LONG_STORY = " ".join(
     f"Sentence {n} of the story tells how the little robot walked further along the quiet river bank."
@@ -136,27 +136,14 @@ class OpenAIStandIn:
         await response.write(b"data: [DONE]\n\n")
         return response
 
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/audio/transcriptions", self._transcribe)
+        app.router.add_post("/v1/audio/speech", self._speech)
+
     def start(self) -> OpenAIStandIn:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self._chat)
-            app.router.add_post("/v1/audio/transcriptions", self._transcribe)
-            app.router.add_post("/v1/audio/speech", self._speech)
-            self._runner = web.AppRunner(app)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-            ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, name="openai-standin", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._server = LoopbackApp("openai-standin", self.port, self._routes).start()
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.stop()

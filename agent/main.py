@@ -32,7 +32,7 @@ from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
-from agent import echo, memory, metrics, personas, pipeline, skills, tracing, waterfall
+from agent import echo, group, memory, metrics, personas, pipeline, skills, tracing, waterfall
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
@@ -211,6 +211,10 @@ async def entrypoint(ctx: JobContext) -> None:
     shared: pipeline.Shared = ctx.proc.userdata["shared"]
     await ctx.connect()
     caller = await ctx.wait_for_participant()
+    if group.wanted(settings, pipeline.dispatch_options(ctx.job.metadata), ctx.room):
+        # Several people: one listener per person and an answer policy (agent/group.py).
+        await group.run(ctx, shared, settings, PersonaAgent, fast_path_prefix=ROUTED)
+        return
     session = AgentSession(
         userdata=skills.CallContext(identity=caller.identity, notes=shared.notes, memory=shared.memory),
         vad=shared.vad,  # 1. voice activity: when the user speaks

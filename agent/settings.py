@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -105,6 +105,36 @@ class AgentSettings(BaseSettings):
     home_timezone: str = Field(default_factory=lambda: _system_timezone())
     # Where the agent keeps what outlives a call (notes): a SQLite file in this folder.
     data_dir: Path = Path.home() / ".local" / "share" / "voice-agent"
+
+    # Rooms with several people (agent/group.py). "auto": group handling when more than one human is in the room as
+    # the agent joins, or when the dispatch metadata asks for {"mode": "group"}; "single": always the 1:1 path (one
+    # linked participant); "group": always group handling.
+    agent_room_mode: Literal["auto", "single", "group"] = "auto"
+    # The names the agent answers to in a group, comma-separated (the first is how it introduces itself); matched
+    # anywhere in an utterance, tolerant to STT spelling.
+    group_agent_names: str = "Juniper"
+    # When the agent answers in a group: "addressed" (by its name, a lone human's question, or a follow-up from the
+    # person it just answered) or "hand_raised" (only people who raised their hand, by RPC or attribute).
+    group_answer_policy: Literal["addressed", "hand_raised"] = "addressed"
+    # After answering someone, how long their next question counts as a follow-up without the agent's name (0: off).
+    group_follow_up_s: float = Field(default=8.0, ge=0.0, le=120.0)
+    # Greet people who join mid-session by name (joins within a moment are greeted together).
+    group_greet_newcomers: bool = True
+    # How long the agent stays in a room with no human left before it leaves.
+    group_empty_grace_s: float = Field(default=20.0, ge=0.0, le=3600.0)
+    # The participant attribute whose value "moderator" lets someone mute and unmute the agent by RPC.
+    group_role_attribute: str = "role"
+
+    @field_validator("group_agent_names")
+    @classmethod
+    def _some_name(cls, value: str) -> str:
+        if not any(name.strip() for name in value.split(",")):
+            raise ValueError("give the agent at least one name to answer to, e.g. GROUP_AGENT_NAMES=Juniper")
+        return value
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [name.strip() for name in self.group_agent_names.split(",") if name.strip()]
 
     @property
     def skills(self) -> list[str]:

@@ -21,6 +21,7 @@ RPC methods on the agent: `agent.mute` / `agent.unmute` (callers whose GROUP_ROL
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import difflib
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, JobContext, stt, utils
 from livekit.agents.voice.room_io import RoomOptions
@@ -56,12 +58,19 @@ TRANSCRIPTION = "lk.transcription"
 MODERATOR = "moderator"
 SAMPLE_RATE = 16000
 WELCOME_GATHER_S = 1.5  # joins within this time are welcomed in one sentence
+PREROLL_S = 0.5  # audio before the first loud frame that still reaches the VAD
+HANGOVER_S = 1.5  # silence after speech that still reaches the VAD (the VAD's end of speech needs VAD_MIN_SILENCE_S)
 
 GROUP_INSTRUCTIONS = (
     "You are {name}, taking part in a conversation among several people. Each user message starts with the "
     "speaker's name and a colon. Answer the person who spoke to you last, briefly, and address them by name "
     "when it helps."
 )
+
+
+def _level(frame: rtc.AudioFrame) -> float:
+    pcm = np.frombuffer(frame.data, dtype=np.int16).astype(np.float32) / 32768.0
+    return float(np.sqrt(np.mean(pcm * pcm))) if pcm.size else 0.0
 
 
 def is_human(participant: rtc.Participant) -> bool:
@@ -262,10 +271,8 @@ class GroupRoom:
         ):
             room.local_participant.register_rpc_method(method, handler)
         self._spawn(self._decide())
-        for participant in room.remote_participants.values():
-            for publication in participant.track_publications.values():
-                if publication.track is not None:
-                    self._on_track(publication.track, publication, participant)
+        for identity in list(room.remote_participants):
+            self._sync(identity)
         self.ctx.add_shutdown_callback(self.close)
 
     async def close(self, *_args: object) -> None:
@@ -340,17 +347,33 @@ class GroupRoom:
             self.ctx.shutdown(reason="the last person left")
 
     def _on_track(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant):
-        if track.kind != rtc.TrackKind.KIND_AUDIO or not is_human(participant) or self._closed:
-            return
-        if publication.source not in (rtc.TrackSource.SOURCE_MICROPHONE, rtc.TrackSource.SOURCE_UNKNOWN):
-            return
-        self._stop_listening(participant.identity)
-        self.listeners[participant.identity] = asyncio.create_task(self._listen(participant, track))
+        self._sync(participant.identity)
 
     def _on_track_gone(self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.Participant):
-        task = self.listeners.get(participant.identity)
-        if task is not None and getattr(task, "track_sid", None) == track.sid:
-            self._stop_listening(participant.identity)
+        self._sync(participant.identity)
+
+    def _sync(self, identity: str) -> None:
+        """Listens to the person's subscribed microphone, if any: one listener per person, on their current track
+        (a client that reconnects may republish, and its events may come in either order)."""
+        participant = self.room.remote_participants.get(identity)
+        track = None
+        if participant is not None and is_human(participant) and not self._closed:
+            for publication in participant.track_publications.values():
+                if (
+                    publication.track is not None
+                    and publication.kind == rtc.TrackKind.KIND_AUDIO
+                    and publication.source in (rtc.TrackSource.SOURCE_MICROPHONE, rtc.TrackSource.SOURCE_UNKNOWN)
+                ):
+                    track = publication.track
+                    break
+        current = self.listeners.get(identity)
+        if track is None:
+            self._stop_listening(identity)
+        elif current is None or getattr(current, "track_sid", None) != track.sid:
+            self._stop_listening(identity)
+            task = asyncio.create_task(self._listen(participant, track))
+            task.track_sid = track.sid  # type: ignore[attr-defined]
+            self.listeners[identity] = task
 
     def _stop_listening(self, identity: str) -> None:
         task = self.listeners.pop(identity, None)
@@ -361,16 +384,34 @@ class GroupRoom:
     # listening
 
     async def _listen(self, participant: rtc.RemoteParticipant, track: rtc.Track) -> None:
-        asyncio.current_task().track_sid = track.sid  # type: ignore[union-attr]
         identity = participant.identity
         LISTENERS.inc()
+        logger.info("listening to %s (track %s)", identity, track.sid)
         audio = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
         words = self.stt.stream()
         transcripts = Transcripts(self.room, identity, track.sid)
 
         async def feed() -> None:
+            # Silence is not sent to the VAD: a quiet person costs an audio decode, not a model run every 32 ms.
+            # Speech opens the gate with the last PREROLL_S of audio; it closes after HANGOVER_S of silence, by
+            # when the VAD has heard the end of speech.
+            gate = 10 ** (self.settings.group_silence_gate_dbfs / 20)
+            preroll: collections.deque[rtc.AudioFrame] = collections.deque()
+            heard_s = open_until = 0.0
             async for event in audio:
-                words.push_frame(event.frame)
+                frame = event.frame
+                heard_s += frame.duration
+                if _level(frame) >= gate:
+                    if heard_s > open_until:
+                        while preroll:
+                            words.push_frame(preroll.popleft())
+                    open_until = heard_s + HANGOVER_S
+                if heard_s <= open_until:
+                    words.push_frame(frame)
+                else:
+                    preroll.append(frame)
+                    while len(preroll) > 1 and sum(f.duration for f in preroll) > PREROLL_S:
+                        preroll.popleft()
             words.end_input()
 
         feeder = asyncio.create_task(feed())
@@ -562,5 +603,9 @@ async def run(
     options_out = RoomOptions(audio_input=False, text_input=False, close_on_disconnect=False)
     await session.start(agent=make_agent(group_persona(persona, s)), room=ctx.room, room_options=options_out)
     group.start()
+    try:  # people see the agent under the name it answers to
+        await ctx.room.local_participant.set_name(s.agent_names[0])
+    except Exception as exc:
+        logger.warning("could not set the agent's display name: %s", exc)
     logger.info("group room %s: %d people, policy %s", ctx.room.name, len(group.humans()), s.group_answer_policy)
     return group

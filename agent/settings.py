@@ -112,7 +112,7 @@ class AgentSettings(BaseSettings):
     agent_room_mode: Literal["auto", "single", "group"] = "auto"
     # The names the agent answers to in a group, comma-separated (the first is how it introduces itself); matched
     # anywhere in an utterance, tolerant to STT spelling.
-    group_agent_names: str = "Juniper"
+    group_agent_names: str = "Jarvis"
     # When the agent answers in a group: "addressed" (by its name, a lone human's question, or a follow-up from the
     # person it just answered) or "hand_raised" (only people who raised their hand, by RPC or attribute).
     group_answer_policy: Literal["addressed", "hand_raised"] = "addressed"
@@ -122,6 +122,9 @@ class AgentSettings(BaseSettings):
     group_greet_newcomers: bool = True
     # How long the agent stays in a room with no human left before it leaves.
     group_empty_grace_s: float = Field(default=20.0, ge=0.0, le=3600.0)
+    # Audio quieter than this (dBFS) is not run through the VAD, so silent listeners cost little CPU; speech opens
+    # the gate with half a second of audio before it. -100 sends everything.
+    group_silence_gate_dbfs: float = Field(default=-55.0, ge=-100.0, le=-20.0)
     # The participant attribute whose value "moderator" lets someone mute and unmute the agent by RPC.
     group_role_attribute: str = "role"
 
@@ -129,7 +132,7 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _some_name(cls, value: str) -> str:
         if not any(name.strip() for name in value.split(",")):
-            raise ValueError("give the agent at least one name to answer to, e.g. GROUP_AGENT_NAMES=Juniper")
+            raise ValueError("give the agent at least one name to answer to, e.g. GROUP_AGENT_NAMES=Jarvis")
         return value
 
     @property

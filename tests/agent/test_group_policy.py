@@ -35,6 +35,11 @@ def test_other_words_are_not_the_name(heard):
     assert not mentions(heard, "Juniper")
 
 
+@pytest.mark.parametrize("heard", ["Jarvis, what time is it?", "hey jarvus tell me a joke", "Jar vis, how far is it?"])
+def test_the_default_name(heard):
+    assert AnswerPolicy(names=AgentSettings().agent_names).decide("alice", heard, others=TWO_OTHERS).answer
+
+
 def test_people_talking_to_each_other_get_no_answer():
     assert not POLICY.decide("bob", "Carol, did you watch the game last night?", others=["Alice", "Carol"]).answer
     assert not POLICY.decide("carol", "Yes, it was a great match.", others=["Alice", "Bob"]).answer

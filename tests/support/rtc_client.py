@@ -27,6 +27,12 @@ class Segment:
 class Client:
     token_url: str
     identity: str = "e2e-user"
+    name: str = "E2E tester"
+    # Group rooms: the dispatch's room config, token attributes, and recording only the agent's audio (not people's).
+    room_config: dict | None = None
+    attributes: dict[str, str] | None = None
+    agent_only: bool = False
+    subscribe: bool = True  # False: receive nothing (a crowd of extras costs the test process little)
     room: rtc.Room = field(default_factory=rtc.Room)
     transcripts: list[Segment] = field(default_factory=list)
     agent_frames: list[tuple[float, np.ndarray]] = field(default_factory=list)
@@ -38,16 +44,21 @@ class Client:
 
     async def join(self, room_name: str | None = None) -> dict:
         async with httpx.AsyncClient() as http:
-            body = {"participant_identity": self.identity, "participant_name": "E2E tester"}
+            body: dict = {"participant_identity": self.identity, "participant_name": self.name}
             if room_name:
                 body["room_name"] = room_name
+            if self.room_config is not None:
+                body["room_config"] = self.room_config
+            if self.attributes:
+                body["participant_attributes"] = self.attributes
             response = await http.post(f"{self.token_url}/api/token", json=body)
         assert response.status_code == 201, response.text
         details = response.json()
         self.room.register_text_stream_handler("lk.transcription", self._on_text)
         self.room.on("track_subscribed", self._on_track)
         self.room.on("participant_attributes_changed", self._on_attributes)
-        await self.room.connect(details["server_url"], details["participant_token"])
+        options = rtc.RoomOptions(auto_subscribe=self.subscribe)
+        await self.room.connect(details["server_url"], details["participant_token"], options)
         self.source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=20)
         track = rtc.LocalAudioTrack.create_audio_track("mic", self.source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -65,6 +76,8 @@ class Client:
 
     def _on_track(self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
         if track.kind != rtc.TrackKind.KIND_AUDIO:
+            return
+        if self.agent_only and participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             return
         self.agent_identity = participant.identity
 

@@ -1,6 +1,7 @@
 import { RoomAudioRenderer, RoomContext, StartAudio, useVoiceAssistant } from "@livekit/components-react";
 import { Conversation } from "./components/Conversation";
 import { MicControls } from "./components/Controls";
+import { People } from "./components/People";
 import { Visualizers } from "./components/Visualizers";
 import { readConfig } from "./lib/config";
 import { type Status, useSession } from "./useSession";
@@ -49,6 +50,7 @@ export default function App() {
                 Disconnect
               </button>
             </div>
+            {session.mode === "agent" && <People />}
             {session.mode === "agent" && <Conversation />}
             <RoomAudioRenderer />
             <StartAudio label="Click to allow audio playback" />

@@ -88,7 +88,7 @@ export function useSession(config: PageConfig) {
       setStatus("connecting");
       let serverUrl: string | undefined;
       try {
-        const details = await fetchConnectionDetails(config.tokenEndpoint, tokenRequest(nextMode, config.agentName));
+        const details = await fetchConnectionDetails(config.tokenEndpoint, tokenRequest(nextMode, config.agentName, config));
         serverUrl = details.serverUrl;
         await room.connect(details.serverUrl, details.participantToken);
       } catch (error) {

@@ -1,6 +1,21 @@
-import { useLocalParticipant, useTranscriptions } from "@livekit/components-react";
+import { useLocalParticipant, useParticipants, useTranscriptions } from "@livekit/components-react";
 import { type FormEvent, useEffect, useMemo, useRef, useState } from "react";
 import { type Line, toLines } from "../lib/transcript";
+
+// Names and agents seen in this room so far (kept when someone leaves, so their lines stay attributed).
+function useSpeakers() {
+  const participants = useParticipants();
+  const seen = useRef({ names: {} as Record<string, string>, agents: new Set<string>() });
+  for (const p of participants) {
+    seen.current.names[p.identity] = p.name || (p.isAgent ? "Agent" : p.identity);
+    if (p.isAgent) seen.current.agents.add(p.identity);
+  }
+  const humans = participants.filter((p) => !p.isAgent).length;
+  const key = participants.map((p) => `${p.identity}:${p.name}:${p.isAgent}`).join("|");
+  // `key` changes when a participant, their name or kind changes: the only inputs of `speakers`
+  const speakers = useMemo(() => ({ names: { ...seen.current.names }, agents: new Set(seen.current.agents) }), [key]);
+  return { speakers, group: humans > 1 || Object.keys(seen.current.names).length - seen.current.agents.size > 1 };
+}
 
 // The live transcript (user and agent, from lk.transcription) and a box to type to the agent.
 export function Conversation() {
@@ -10,6 +25,7 @@ export function Conversation() {
   const [draft, setDraft] = useState("");
   const [sendError, setSendError] = useState<string | null>(null);
   const end = useRef<HTMLDivElement>(null);
+  const { speakers, group } = useSpeakers();
 
   const lines = useMemo(
     () =>
@@ -23,8 +39,9 @@ export function Conversation() {
         })),
         localParticipant.identity,
         typed,
+        speakers,
       ),
-    [streams, localParticipant.identity, typed],
+    [streams, localParticipant.identity, typed, speakers],
   );
 
   useEffect(() => {
@@ -52,6 +69,9 @@ export function Conversation() {
         {lines.length === 0 && <p className="hint">Say hello, or type below.</p>}
         {lines.map((line) => (
           <div key={line.id} className={`line ${line.who}${line.final ? "" : " interim"}`}>
+            {group && (
+              <span className="speaker">{line.who === "user" ? "You" : (line.name ?? (line.who === "agent" ? "Agent" : ""))}</span>
+            )}
             {line.text}
           </div>
         ))}

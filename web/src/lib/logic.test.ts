@@ -28,6 +28,14 @@ describe("token request", () => {
       room_config: { agents: [{ agent_name: "voice-agent", metadata: '{"mode":"echo"}' }] },
     });
   });
+  it("asks for group handling in a named room, under the person's name", () => {
+    expect(tokenRequest("agent", undefined, { roomName: "kitchen", participantName: "Ana" })).toEqual({
+      participant_name: "Ana",
+      room_name: "kitchen",
+      room_config: { agents: [{ metadata: '{"mode":"group"}' }] },
+    });
+    expect(readConfig("?room=kitchen&name=Ana")).toMatchObject({ roomName: "kitchen", participantName: "Ana" });
+  });
   it("returns the connection details on 201", async () => {
     const details = await fetchConnectionDetails("/api/token", {}, respond(201, { server_url: "ws://s", participant_token: "t" }));
     expect(details).toEqual({ serverUrl: "ws://s", participantToken: "t" });
@@ -61,6 +69,25 @@ describe("error messages", () => {
 });
 
 describe("transcript", () => {
+  it("attributes each person's words in a group room, and keeps the agent apart", () => {
+    const lines = toLines(
+      [
+        { id: "b1", identity: "bob", text: "Carol, did you see the game?", final: true, at: 1 },
+        { id: "c1", identity: "carol", text: "Yes, great match.", final: true, at: 2 },
+        { id: "m1", identity: "me", text: "Juniper, what time is it?", final: true, at: 3 },
+        { id: "a1", identity: "agent-1", text: "It is noon.", final: true, at: 4 },
+      ],
+      "me",
+      [],
+      { names: { bob: "Bob", carol: "Carol", me: "Alice", "agent-1": "Juniper" }, agents: new Set(["agent-1"]) },
+    );
+    expect(lines.map((l) => [l.who, l.name, l.text])).toEqual([
+      ["other", "Bob", "Carol, did you see the game?"],
+      ["other", "Carol", "Yes, great match."],
+      ["user", "Alice", "Juniper, what time is it?"],
+      ["agent", "Juniper", "It is noon."],
+    ]);
+  });
   it("orders user and agent lines and merges updates of one segment", () => {
     const lines = toLines(
       [

@@ -15,12 +15,20 @@ export class TokenError extends Error {
   }
 }
 
-export function tokenRequest(mode: SessionMode, agentName?: string): Record<string, unknown> {
-  const body: Record<string, unknown> = { participant_name: "Web user" };
-  if (mode === "echo" || agentName) {
+// A named room is a shared one: the agent is asked for group handling (it answers when addressed by name).
+export function tokenRequest(
+  mode: SessionMode,
+  agentName?: string,
+  room?: { roomName?: string; participantName?: string },
+): Record<string, unknown> {
+  const body: Record<string, unknown> = { participant_name: room?.participantName || "Web user" };
+  if (room?.roomName) body.room_name = room.roomName;
+  const group = mode === "agent" && Boolean(room?.roomName);
+  if (mode === "echo" || agentName || group) {
     const agent: Record<string, string> = {};
     if (agentName) agent.agent_name = agentName;
     if (mode === "echo") agent.metadata = JSON.stringify({ mode: "echo" });
+    if (group) agent.metadata = JSON.stringify({ mode: "group" });
     body.room_config = { agents: [agent] };
   }
   return body;

@@ -24,6 +24,7 @@ from livekit.agents import (
     RunContext,
     cli,
     function_tool,
+    get_job_context,
     llm,
     tts,
     utils,
@@ -32,7 +33,7 @@ from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import RoomOptions
 
-from agent import echo, group, memory, metrics, personas, pipeline, skills, tracing, waterfall
+from agent import echo, group, memory, metrics, personas, phone, pipeline, skills, tracing, waterfall
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
@@ -67,6 +68,13 @@ class PersonaAgent(Agent):
         self._prefill_task: asyncio.Task | None = None
 
     async def on_enter(self) -> None:
+        call = skills.caller_of(self.session).call
+        if isinstance(call, phone.Call):
+            if targets := get_settings().phone_transfer_targets:
+                await self.update_tools([*self.tools, phone.transfer_tool(targets)])
+            self.prefill_soon()  # the call-specific prompt is read while the phone rings and the greeting plays
+            if not await phone.answered(get_job_context().room, call.participant):
+                return
         # A fixed greeting: no LLM round trip, and it stays out of the chat context.
         self.session.say(self.persona.greeting, add_to_chat_ctx=False)
 
@@ -215,13 +223,17 @@ async def entrypoint(ctx: JobContext) -> None:
         # Several people: one listener per person and an answer policy (agent/group.py).
         await group.run(ctx, shared, settings, PersonaAgent, fast_path_prefix=ROUTED)
         return
+    call = phone.Call.of(caller) if phone.is_phone(caller) else None
+    identity = call.memory_key if call else caller.identity
     session = AgentSession(
-        userdata=skills.CallContext(identity=caller.identity, notes=shared.notes, memory=shared.memory),
+        userdata=skills.CallContext(identity=identity, notes=shared.notes, memory=shared.memory, call=call),
         vad=shared.vad,  # 1. voice activity: when the user speaks
         stt=pipeline.build_stt(settings, shared.vad),  # 2. speech to text, streaming
         llm=pipeline.build_llm(settings),  # 3. the language model, with the agent's tools
         tts=pipeline.build_tts(settings),  # 4. text to speech, sentence by sentence
         turn_handling=pipeline.turn_handling(settings, shared),
+        # A phone line has no echo of the agent to wait out, so the caller can be heard from the first word.
+        **({"aec_warmup_duration": None} if call else {}),
     )
     pipeline.log_turn_metrics(session)
     waterfall.attach(session, ctx.room)
@@ -229,8 +241,12 @@ async def entrypoint(ctx: JobContext) -> None:
     for role, provider in (("stt", session.stt), ("llm", session.llm), ("tts", session.tts)):
         metrics.watch_fallbacks(role, provider)
     prefill_while_listening(session)
-    memory.record(session, shared.memory, caller.identity)
-    earlier = memory.recap(shared.memory, caller.identity, settings.memory_turns)
+    memory.record(session, shared.memory, identity)
+    earlier = memory.recap(shared.memory, identity, settings.memory_turns)
+    if call:
+        # A message after the instructions, not in them: the instructions + tools prefix stays the same for every
+        # call, so the local LLM finds it cached.
+        earlier.add_message(role="system", content=call.context())
     # Talk with the participant whose identity the notes and memories are kept under.
     linked = RoomOptions(participant_identity=caller.identity)
     persona = pipeline.dispatch_options(ctx.job.metadata).get("persona", settings.persona)
@@ -239,7 +255,21 @@ async def entrypoint(ctx: JobContext) -> None:
     except personas.UnknownPersona as exc:
         logger.warning("%s; using the default persona", exc)
         agent = PersonaAgent(chat_ctx=earlier)
+
+    @session.on("close")
+    def _end_job(_ev: object) -> None:
+        # The person left or the call ended: free this worker's slot now rather than when the room times out.
+        if call:
+
+            async def hang_up() -> None:  # nothing of a phone call outlives it
+                await ctx.delete_room()
+
+            ctx.add_shutdown_callback(hang_up)
+        ctx.shutdown(reason="session closed")
+
     await session.start(agent=agent, room=ctx.room, room_options=linked)
+    if call:
+        phone.listen_to_keypad(session, ctx.room, call, settings)
 
 
 if __name__ == "__main__":

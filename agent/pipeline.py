@@ -197,6 +197,9 @@ def build_vad(s: AgentSettings) -> vad.VAD:
     return silero.VAD.load(min_silence_duration=s.vad_min_silence_s)
 
 
+_warmed = False
+
+
 def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
     """Loads every model once per process and warms the LLM's prompt prefix.
 
@@ -213,7 +216,10 @@ def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
     build_stt(s)  # remote providers load nothing; local ones load their models once here
     build_tts(s)
     model = build_llm(s)
-    if warm_agent is not None and hasattr(model, "warm"):
+    global _warmed
+    # Once per process: thread jobs run this set-up again, and re-reading the prefix would hold the model for seconds.
+    if warm_agent is not None and hasattr(model, "warm") and not _warmed:
+        _warmed = True
         ctx = llm.ChatContext()
         ctx.add_message(role="system", content=warm_agent.instructions)
         ctx.add_message(role="user", content="Hello")
@@ -264,6 +270,11 @@ class Capacity:
         if len(running) + len(self._starting) >= get_settings().max_sessions:
             logger.warning("refusing a call: %d running, %d starting (MAX_SESSIONS)", len(running), len(self._starting))
             await request.reject()
+            if dispatch_options(request.job.metadata).get("mode") == "phone":
+                # A phone caller would otherwise ring on with nobody to answer: livekit-sip refuses it instead.
+                from agent import phone
+
+                await phone.refuse(request.room.name, get_settings())
             return
         self._starting[request.id] = now
         await request.accept()

@@ -106,6 +106,19 @@ class AgentSettings(BaseSettings):
     # Where the agent keeps what outlives a call (notes): a SQLite file in this folder.
     data_dir: Path = Path.home() / ".local" / "share" / "voice-agent"
 
+    # Phone calls (agent/phone.py). Keypad menu: digits -> the request they stand for, asked as if spoken (JSON).
+    phone_keypad: dict[str, str] = {
+        "1": "What time is it?",
+        "2": "What is the date today?",
+        "3": "What are my notes?",
+        "9": "Goodbye.",
+    }
+    # After the last digit, how long to wait for more before acting on them (# acts at once).
+    phone_digit_timeout_s: float = Field(default=1.5, gt=0.0, le=10.0)
+    # Where the agent may transfer a call (SIP REFER): name -> number or SIP URI, JSON, e.g. {"operator": "+15550111"}.
+    # Empty: no transfer tool. Only these: a caller cannot make the agent dial a number of their choosing.
+    phone_transfer_targets: dict[str, str] = {}
+
     # Rooms with several people (agent/group.py). "auto": group handling when more than one human is in the room as
     # the agent joins, or when the dispatch metadata asks for {"mode": "group"}; "single": always the 1:1 path (one
     # linked participant); "group": always group handling.

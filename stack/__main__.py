@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
+from stack import telephony
 from stack.services import REPO, Stack, StackError
+from stack.settings import StackSettings
 
 
 def up(args: argparse.Namespace) -> int:
-    stack = Stack(echo=args.verbose, log_dir=REPO / ".tools" / "logs", progress=lambda m: print(f"  {m}", flush=True))
+    stack = Stack(
+        echo=args.verbose,
+        log_dir=REPO / ".tools" / "logs",
+        telephony=args.telephony or None,
+        progress=lambda m: print(f"  {m}", flush=True),
+    )
     (REPO / ".tools" / "logs").mkdir(parents=True, exist_ok=True)
     stopping = False
 
@@ -32,7 +42,13 @@ def up(args: argparse.Namespace) -> int:
         f"\nReady. Open {stack.token_url} and press Connect to talk to the agent.\n"
         f"  livekit-server: {stack.livekit_url}  (keys from LIVEKIT_API_KEY / LIVEKIT_API_SECRET)\n"
         f"  token endpoint: POST {stack.token_url}/api/token\n"
-        f"  logs: {REPO / '.tools' / 'logs'}\n"
+        + (
+            f"  telephony: SIP on 127.0.0.1:{stack.settings.sip_port} (udp/tcp), trunks in telephony.yaml;\n"
+            "    outbound: uv run python -m stack call <number>\n"
+            if stack.telephony
+            else ""
+        )
+        + f"  logs: {REPO / '.tools' / 'logs'}\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )
@@ -49,12 +65,53 @@ def up(args: argparse.Namespace) -> int:
     return code
 
 
+def _server() -> telephony.Server:
+    s = StackSettings()
+    return telephony.Server(f"ws://127.0.0.1:{s.livekit_port}", s.livekit_api_key, s.livekit_api_secret)
+
+
+def provision(args: argparse.Namespace) -> int:
+    try:
+        for line in telephony.apply_file(Path(args.file), _server()):
+            print(line)
+    except (telephony.TelephonyError, OSError) as exc:
+        print(f"provision: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def call(args: argparse.Namespace) -> int:
+    async def run() -> telephony.CallResult:
+        async with _server().client() as lk:
+            return await telephony.call(
+                lk, args.number, trunk=args.trunk, agent=args.agent, ringing_timeout_s=args.ring_timeout
+            )
+
+    try:
+        result = asyncio.run(run())
+    except (telephony.TelephonyError, OSError) as exc:
+        print(f"call: {exc}", file=sys.stderr)
+        return 2
+    print(f"{result.outcome} (SIP {result.sip_status} {result.detail}); room {result.room}")
+    return 0 if result.outcome == "answered" else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack")
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("up", help="start the whole stack on loopback")
     cmd.add_argument("-v", "--verbose", action="store_true", help="show every service's log lines")
+    cmd.add_argument("--telephony", action="store_true", help="also start Redis and livekit-sip (phone calls)")
     cmd.set_defaults(func=up)
+    cmd = sub.add_parser("provision", help="apply telephony.yaml (trunks, dispatch rule) to the running livekit-server")
+    cmd.add_argument("file", nargs="?", default=str(REPO / "telephony.yaml"))
+    cmd.set_defaults(func=provision)
+    cmd = sub.add_parser("call", help="make the agent call a phone number through an outbound trunk")
+    cmd.add_argument("number", help="the number to call, e.g. +15550123")
+    cmd.add_argument("--trunk", default="local-out", help="outbound trunk name from telephony.yaml")
+    cmd.add_argument("--agent", default=os.environ.get("AGENT_NAME", "voice-agent"))
+    cmd.add_argument("--ring-timeout", type=int, default=30, help="seconds to let it ring")
+    cmd.set_defaults(func=call)
     args = parser.parse_args()
     return args.func(args)
 

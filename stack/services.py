@@ -128,14 +128,64 @@ class Service:
             self.proc.wait(5)
 
 
-def livekit_binary() -> str:
-    """The livekit-server that scripts/setup found or built."""
-    for candidate in (os.environ.get("LIVEKIT_SERVER_BIN"), str(REPO / ".tools" / "bin" / "livekit-server")):
+def redis_ok(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    return check
+
+
+def sip_ok(port: int) -> Callable[[], bool]:
+    """livekit-sip answers a SIP OPTIONS request once it listens."""
+
+    def check() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.5)
+            sock.bind(("127.0.0.1", 0))
+            here = sock.getsockname()[1]
+            probe = (
+                f"OPTIONS sip:ping@127.0.0.1:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{here};branch=z9hG4bK-{time.monotonic_ns()}\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=probe\r\nTo: <sip:ping@127.0.0.1>\r\n"
+                f"Call-ID: probe-{time.monotonic_ns()}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+            try:
+                sock.sendto(probe.encode(), ("127.0.0.1", port))
+                return sock.recv(2048).startswith(b"SIP/2.0")
+            except OSError:
+                return False
+
+    return check
+
+
+def tool_binary(name: str, env_name: str, fix: str) -> str:
+    """A program scripts/setup found or built (.tools/bin), unless the env names another."""
+    for candidate in (os.environ.get(env_name), str(REPO / ".tools" / "bin" / name)):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise StackError(
-        "livekit-server not found: run `bash scripts/setup` (it builds it with Go) or set LIVEKIT_SERVER_BIN"
-    )
+    raise StackError(f"{name} not found: {fix} or set {env_name}")
+
+
+def livekit_binary() -> str:
+    return tool_binary("livekit-server", "LIVEKIT_SERVER_BIN", "run `bash scripts/setup` (it builds it with Go)")
+
+
+def sip_binary() -> str:
+    return tool_binary("livekit-sip", "LIVEKIT_SIP_BIN", "run `bash scripts/setup --telephony` (it builds it with Go)")
+
+
+def redis_binary() -> str:
+    import shutil
+
+    found = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+    if not found:
+        raise StackError("redis-server not found: run `bash scripts/setup --telephony` (apt redis-server)")
+    return found
 
 
 class Stack:
@@ -149,12 +199,14 @@ class Stack:
         log_dir: Path | None = None,
         echo: bool = False,
         with_agent: bool = True,
+        telephony: bool | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = s = settings or StackSettings()
         self.log_dir = log_dir
         self.echo = echo
         self.with_agent = with_agent
+        self.telephony = s.stack_telephony if telephony is None else telephony
         self.progress = progress or (lambda _message: None)
         self.livekit_url = f"ws://127.0.0.1:{s.livekit_port}"
         self.token_url = f"http://127.0.0.1:{s.token_server_port}"
@@ -181,11 +233,31 @@ class Stack:
         config["rtc"]["tcp_port"] = self.settings.livekit_rtc_tcp_port
         config["rtc"]["udp_port"] = self.settings.livekit_rtc_udp_port
         config.pop("prometheus_port", None)
+        if self.telephony:
+            config["redis"] = {"address": f"127.0.0.1:{self.settings.redis_port}"}
+        else:
+            config.pop("redis", None)
         if self.settings.livekit_prometheus_port:
             config["prometheus"] = {**config.get("prometheus", {}), "port": self.settings.livekit_prometheus_port}
         else:
             config.pop("prometheus", None)
         path = Path(self._tmp.name) / "livekit.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    def _sip_config(self) -> str:
+        s = self.settings
+        config = yaml.safe_load((REPO / "sip.yaml").read_text())
+        config.update(
+            api_key=s.livekit_api_key,
+            api_secret=s.livekit_api_secret,
+            ws_url=self.livekit_url,
+            redis={"address": f"127.0.0.1:{s.redis_port}"},
+            sip_port=s.sip_port,
+            rtp_port=f"{s.sip_rtp_port_start}-{s.sip_rtp_port_end}",
+        )
+        path = Path(self._tmp.name) / "sip.yaml"
+        path.touch(mode=0o600)  # it holds the API secret
         path.write_text(yaml.safe_dump(config))
         return str(path)
 
@@ -197,6 +269,10 @@ class Stack:
         if s.livekit_prometheus_port:
             check_port_free(s.livekit_prometheus_port, "livekit-server metrics")
         check_port_free(s.token_server_port, "the token server")
+        if self.telephony:
+            check_port_free(s.redis_port, "Redis")
+            check_port_free(s.sip_port, "livekit-sip (SIP over TCP)")
+            check_port_free(s.sip_port, "livekit-sip (SIP over UDP)", udp=True)
         if self.with_agent:
             check_port_free(s.agent_http_port, "the agent worker's health server")
             if s.agent_metrics_port:
@@ -206,6 +282,17 @@ class Stack:
         self.check_ports()
         s = self.settings
         python = sys.executable
+        if self.telephony:
+            redis = Service(
+                "redis",
+                [redis_binary(), "--bind", "127.0.0.1", "--port", str(s.redis_port)]
+                + ["--save", "", "--appendonly", "no"],
+                self.env,
+                ready=redis_ok(s.redis_port),
+                log_path=self._log("redis"),
+                echo=self.echo,
+            )
+            self._run(redis, 15)
         livekit = Service(
             "livekit-server",
             [livekit_binary(), "--config", self._livekit_config()],
@@ -215,6 +302,25 @@ class Stack:
             echo=self.echo,
         )
         self._run(livekit, 30)
+        if self.telephony:
+            sip = Service(
+                "livekit-sip",
+                [sip_binary(), "--config", self._sip_config()],
+                self.env,
+                ready=sip_ok(s.sip_port),
+                log_path=self._log("livekit-sip"),
+                echo=self.echo,
+            )
+            self._run(sip, 30)
+            self.progress("applying telephony.yaml (trunks and dispatch rule) ...")
+            from stack import telephony
+
+            server = telephony.Server(self.livekit_url, s.livekit_api_key, s.livekit_api_secret)
+            try:
+                for line in telephony.apply_file(REPO / s.telephony_config, server):
+                    self.progress(line)
+            except telephony.TelephonyError as exc:
+                raise StackError(str(exc)) from None
         if self.with_agent:
             agent = Service(
                 "agent",

@@ -19,3 +19,11 @@ class StackSettings(BaseSettings):
     token_server_port: int = 8080
     agent_http_port: int = 8081
     agent_metrics_port: int = 9464
+    # Telephony mode (`scripts/up --telephony` or STACK_TELEPHONY=true): Redis and livekit-sip start too.
+    stack_telephony: bool = False
+    redis_port: int = 6379
+    sip_port: int = 5060
+    sip_rtp_port_start: int = 10000
+    sip_rtp_port_end: int = 10199
+    # The declarative trunks and dispatch rule applied at start-up in telephony mode.
+    telephony_config: str = "telephony.yaml"

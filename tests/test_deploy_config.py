@@ -31,7 +31,7 @@ def env_names(settings_cls) -> set[str]:
 
 
 def test_services_and_livekit_image():
-    assert set(SERVICES) == {"livekit", "agent", "token-server", "prometheus", "grafana"}
+    assert set(SERVICES) == {"redis", "livekit", "sip", "agent", "token-server", "prometheus", "grafana"}
     setup = (REPO / "scripts" / "setup").read_text()
     version = re.search(r"LIVEKIT_VERSION=([\d.]+)", setup).group(1)
     assert SERVICES["livekit"]["image"] == f"livekit/livekit-server:v{version}"
@@ -128,3 +128,38 @@ def test_grafana_provisions_the_dashboard_from_prometheus():
     dashboard = json.loads((grafana / "dashboards" / "voice-agent.json").read_text())
     uids = {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
     assert uids == {source["uid"]} and len(dashboard["panels"]) >= 10
+
+
+SIP = yaml.safe_load((REPO / "sip.yaml").read_text())
+
+
+def test_sip_service_matches_sip_yaml_livekit_and_the_setup():
+    setup = (REPO / "scripts" / "setup").read_text()
+    version = re.search(r"SIP_VERSION=([\d.]+)", setup).group(1)
+    sip = SERVICES["sip"]
+    assert sip["image"] == f"livekit/sip:v{version}"
+    assert "./sip.yaml:/etc/sip.yaml:ro" in sip["volumes"] and sip["command"] == ["--config", "/etc/sip.yaml"]
+    assert default(sip["environment"]["LIVEKIT_WS_URL"]) == f"ws://127.0.0.1:{LIVEKIT['port']}"
+    assert default(sip["environment"]["LIVEKIT_API_KEY"]) == AgentSettings().livekit_api_key
+    # livekit-server and livekit-sip meet in the same Redis, the one docker-compose runs.
+    redis_port = SERVICES["redis"]["command"][SERVICES["redis"]["command"].index("--port") + 1]
+    assert SIP["redis"]["address"] == LIVEKIT["redis"]["address"] == f"127.0.0.1:{redis_port}"
+    stack = StackSettings()
+    assert SIP["sip_port"] == stack.sip_port
+    assert SIP["rtp_port"] == f"{stack.sip_rtp_port_start}-{stack.sip_rtp_port_end}"
+    assert SIP["listen_ip"] == "127.0.0.1" and SIP["use_external_ip"] is False
+    assert "api_secret" not in SIP, "the secret comes from the environment, never from the file"
+
+
+def test_a_single_node_stack_drops_redis_and_the_telephony_stack_points_both_at_its_own():
+    ports = loopback_ports()
+    assert "redis" not in launched_livekit_config(ports)
+    phone = ports.model_copy(update={"redis_port": 16379, "sip_port": 15060})
+    stack = Stack(phone, with_agent=False, telephony=True)
+    try:
+        livekit = yaml.safe_load(Path(stack._livekit_config()).read_text())
+        sip = yaml.safe_load(Path(stack._sip_config()).read_text())
+    finally:
+        stack.stop()
+    assert livekit["redis"]["address"] == sip["redis"]["address"] == "127.0.0.1:16379"
+    assert sip["sip_port"] == 15060 and sip["ws_url"] == f"ws://127.0.0.1:{ports.livekit_port}"

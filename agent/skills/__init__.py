@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from livekit.agents import RunContext, ToolError, function_tool, llm
+from livekit.agents import AgentSession, RunContext, ToolError, function_tool, llm
 from livekit.agents.beta.tools import EndCallTool
 
 from agent.memory import MemoryStore
@@ -24,11 +24,12 @@ class CallContext:
     identity: str = "anonymous"
     notes: NoteStore | None = None
     memory: MemoryStore | None = None
+    call: object | None = None  # an agent.phone.Call on a phone call
 
 
-def _caller(context: RunContext) -> CallContext:
+def caller_of(session: AgentSession | RunContext) -> CallContext:
     try:
-        data = context.userdata
+        data = session.userdata
     except ValueError:
         return CallContext()
     return data if isinstance(data, CallContext) else CallContext()
@@ -83,7 +84,7 @@ async def save_note(context: RunContext, text: str) -> str:
     Args:
         text: what to remember, in the person's words
     """
-    caller = _caller(context)
+    caller = caller_of(context)
     if caller.notes is None:
         raise ToolError("Sorry, notes are not available right now.")
     try:
@@ -100,7 +101,7 @@ async def recall_notes(context: RunContext, topic: str = "") -> str:
     Args:
         topic: only notes about this, or empty for the latest notes
     """
-    caller = _caller(context)
+    caller = caller_of(context)
     if caller.notes is None:
         raise ToolError("Sorry, notes are not available right now.")
     found = caller.notes.find(caller.identity, topic)
@@ -112,7 +113,7 @@ async def recall_notes(context: RunContext, topic: str = "") -> str:
 @function_tool
 async def forget_notes(context: RunContext) -> str:
     """Delete the person's saved notes and what you remember of earlier calls, when they ask you to forget."""
-    caller = _caller(context)
+    caller = caller_of(context)
     if caller.notes is None:
         raise ToolError("Sorry, notes are not available right now.")
     count = caller.notes.forget(caller.identity)

@@ -1,0 +1,283 @@
+"""Phone calls through the self-hosted livekit-sip, with sipp as the phone (Debian's sip-tester): a real INVITE with a
+PCMU + telephone-event offer, the caller's speech played as RTP, RFC 4733 digits, and the agent's audio received,
+decoded and transcribed here."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from livekit import api
+
+from stack.services import Stack, free_port
+from stack.telephony import Server, call
+from tests.support import phone
+from tests.support.ports import loopback_ports
+from tests.support.speech import speak
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+INBOUND = "+15550100"
+CALLER = "+15550199"
+MAX_CALLS = 2
+GAP = 14.0  # seconds the caller waits for an answer
+
+
+@pytest.fixture(scope="module")
+def uas_port() -> int:
+    return phone.free_udp_port()
+
+
+@pytest.fixture(scope="module")
+def phone_stack(artifacts: Path, tmp_path_factory, uas_port: int) -> Iterator[Stack]:
+    """The telephony mode: Redis, livekit-server, livekit-sip, the agent (offline speech; skills answer without an
+    LLM round trip) and the trunks of a telephony.yaml whose outbound trunk points at the test's sipp UAS."""
+    log_dir = artifacts / "logs-phone"
+    log_dir.mkdir(exist_ok=True)
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "telephony.yaml").read_text())
+    config["outbound_trunks"][0]["address"] = f"127.0.0.1:{uas_port}"
+    telephony_file = tmp_path_factory.mktemp("telephony") / "telephony.yaml"
+    telephony_file.write_text(yaml.safe_dump(config))
+    settings = loopback_ports()
+    rtp = 20000 + (free_port() % 400) * 100
+    settings = settings.model_copy(
+        update={
+            "redis_port": free_port(),
+            "sip_port": phone.free_udp_port(),
+            "sip_rtp_port_start": rtp,
+            "sip_rtp_port_end": rtp + 99,
+            "telephony_config": str(telephony_file),
+        }
+    )
+    env = {
+        "DATA_DIR": str(tmp_path_factory.mktemp("agent-data")),
+        "MAX_SESSIONS": str(MAX_CALLS),
+        "LLM_BASE_URL": "",
+    }
+    with Stack(settings, env=env, log_dir=log_dir, telephony=True) as running:
+        yield running
+
+
+def server(stack: Stack) -> Server:
+    return Server(stack.livekit_url, stack.settings.livekit_api_key, stack.settings.livekit_api_secret)
+
+
+async def rooms(stack: Stack) -> list[str]:
+    async with server(stack).client() as lk:
+        return [r.name for r in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms]
+
+
+def sessions_active(stack: Stack) -> float:
+    text = httpx.get(f"http://127.0.0.1:{stack.settings.agent_metrics_port}/metrics", timeout=5).text
+    found = re.search(r"^voice_agent_sessions_active(?:\{[^}]*\})? (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def dial(stack: Stack, workdir: Path, steps: str, ear: phone.RtpListener, **kw) -> phone.Sipp:
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = kw.pop("source", "127.0.0.1")
+    number = kw.pop("number", INBOUND)
+    caller = kw.pop("caller", CALLER)
+    args = [
+        f"127.0.0.1:{stack.settings.sip_port}",
+        *("-s", number, "-key", "rtp_sink", str(ear.port), "-key", "caller", caller),
+        *("-i", source, "-p", str(phone.free_udp_port()), "-mp", str(phone.free_udp_port())),
+        *("-m", str(kw.pop("calls", 1)), "-r", str(kw.pop("rate", 10)), "-l", str(kw.pop("limit", 1))),
+        *kw.pop("extra", []),
+    ]
+    hang_up, may_be_refused = kw.pop("hang_up", True), kw.pop("may_be_refused", False)
+    scenario = phone.uac_scenario(steps, hang_up=hang_up, may_be_refused=may_be_refused)
+    return phone.Sipp(scenario, args, workdir).start()
+
+
+def transcribe(samples: np.ndarray) -> str:
+    from agent.providers.whisper_stt import WhisperSTT
+
+    audio = phone.resample(samples, phone.RATE, 16000).astype(np.float32) / 32768.0
+    return WhisperSTT(model="base").transcribe(audio)
+
+
+def words(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]", " ", text.lower())
+
+
+def test_caller_asks_a_question_and_the_keypad_changes_what_the_agent_does(phone_stack, tmp_path, artifacts):
+    question, seconds = phone.speech_pcap(tmp_path / "question.pcap", speak("What is twelve plus thirty?"))
+    digit, digit_s = phone.dtmf_pcap(tmp_path / "two.pcap", "2")  # the keypad menu's "What is the date today?"
+    ear = phone.RtpListener().start()
+    # The greeting, the question and its answer, the digit and what it asked for: generous pauses, for a busy box.
+    marks = [8.0, 8.0 + seconds + GAP, 8.0 + seconds + GAP + digit_s + GAP]
+    try:
+        steps = [phone.pause(8), phone.play(question, seconds), phone.pause(GAP), phone.play(digit, digit_s)]
+        sipp = dial(phone_stack, tmp_path / "sipp", "\n".join([*steps, phone.pause(GAP)]), ear)
+        assert sipp.wait(120) == 0, sipp.errors()
+    finally:
+        ear.stop()
+    heard = ear.audio()
+    phone.write_wav(artifacts / "phone-call-heard.wav", heard)
+    assert heard.size > phone.RATE * marks[1], "the caller heard less of the call than was played"
+    at = [int(m * phone.RATE) for m in marks]
+    greeting = transcribe(heard[: at[0]])
+    answer = transcribe(heard[at[0] : at[1]])
+    menu = transcribe(heard[at[1] :])
+    print(f"\ngreeting: {greeting!r}\nanswer: {answer!r}\nafter pressing 2: {menu!r}")
+    assert "help" in words(greeting), greeting
+    assert re.search(r"\b42\b|forty.?two", words(answer)), answer
+    today = datetime.now()
+    assert today.strftime("%B").lower() in words(menu) or today.strftime("%A").lower() in words(menu), menu
+
+
+def test_the_agent_hangs_up_after_its_goodbye(phone_stack, tmp_path):
+    bye, seconds = phone.speech_pcap(tmp_path / "bye.pcap", speak("Thanks, that's all. Goodbye!"))
+    ear = phone.RtpListener().start()
+    try:
+        steps = "\n".join([phone.pause(6), phone.play(bye, seconds)])
+        sipp = dial(phone_stack, tmp_path / "sipp", steps, ear, hang_up=False)
+        assert sipp.wait(90) == 0, sipp.errors()  # the scenario ends only on the agent's BYE
+        hung_up_at = time.time()
+    finally:
+        ear.stop()
+    assert sipp.received("BYE"), "sipp got no BYE"
+    goodbye = transcribe(ear.audio(since=0)[int((6 + seconds) * phone.RATE) :])
+    print(f"\nbefore the BYE: {goodbye!r}")
+    assert "goodbye" in words(goodbye) or "bye" in words(goodbye), goodbye
+    last_sound = ear.first_voice_after(hung_up_at - 30)
+    assert last_sound is not None and last_sound < hung_up_at
+
+
+def test_a_caller_hanging_up_mid_reply_ends_the_job_and_the_room(phone_stack, tmp_path):
+    ear = phone.RtpListener().start()
+    try:
+        sipp = dial(phone_stack, tmp_path / "sipp", phone.pause(3.5), ear)  # hangs up while the agent speaks
+        assert sipp.wait(60) == 0, sipp.errors()
+    finally:
+        ear.stop()
+    assert ear.first_voice_after(0) is not None, "the agent had not started speaking when the caller hung up"
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        left = [r for r in asyncio.run(rooms(phone_stack)) if r.startswith("call-")]
+        if not left and sessions_active(phone_stack) == 0:
+            break
+        time.sleep(1)
+    assert not left, f"rooms still open after the caller hung up: {left}"
+    assert sessions_active(phone_stack) == 0, "the agent's session is still running"
+
+
+def test_calls_from_unknown_places_or_to_unknown_numbers_are_rejected_without_a_room(phone_stack, tmp_path):
+    """livekit-sip answers such INVITEs with nothing at all (its flood protection): a scanner learns nothing."""
+    before = asyncio.run(rooms(phone_stack))
+    ear = phone.RtpListener().start()
+    try:
+        give_up = ["-recv_timeout", "10000"]
+        wrong_source = dial(phone_stack, tmp_path / "source", phone.pause(1), ear, source="127.0.0.2", extra=give_up)
+        wrong_number = dial(phone_stack, tmp_path / "number", phone.pause(1), ear, number="+15559999", extra=give_up)
+        assert wrong_source.wait(60) != 0 and wrong_number.wait(60) != 0
+    finally:
+        ear.stop()
+        wrong_source.stop()
+        wrong_number.stop()
+    for sipp in (wrong_source, wrong_number):
+        assert not sipp.received("SIP/2.0 2"), "an unknown call was answered"
+    assert ear.first_voice_after(0) is None
+    assert asyncio.run(rooms(phone_stack)) == before
+
+
+def test_a_burst_beyond_the_call_limit_is_refused_and_the_call_in_progress_goes_on(phone_stack, tmp_path):
+    question, seconds = phone.speech_pcap(tmp_path / "question.pcap", speak("What is seven times six?"))
+    ear = phone.RtpListener().start()
+    burst_ear = phone.RtpListener().start()
+    try:
+        # One call in progress; it asks its question after the burst.
+        steps = [phone.pause(25), phone.play(question, seconds), phone.pause(10)]
+        ongoing = dial(phone_stack, tmp_path / "ongoing", "\n".join(steps), ear)
+        time.sleep(8)
+        burst = dial(
+            phone_stack,
+            tmp_path / "burst",
+            phone.pause(2),
+            burst_ear,
+            calls=20,
+            rate=20,
+            limit=20,
+            caller="+15550142",
+            may_be_refused=True,
+        )
+        burst_rc = burst.wait(120)
+        assert ongoing.wait(120) == 0, ongoing.errors()
+    finally:
+        ear.stop()
+        burst_ear.stop()
+        burst.stop()
+    outcomes = burst.invite_outcomes()
+    answered = [code for code in outcomes.values() if code == 200]
+    refused = [code for code in outcomes.values() if code != 200]
+    print(f"\nburst of 20: {len(answered)} answered, {len(refused)} refused with {sorted(set(refused))}")
+    assert burst_rc == 0, burst.errors()[-2000:]
+    assert len(outcomes) == 20, "some calls of the burst got no final answer"
+    assert len(answered) <= MAX_CALLS - 1, "more calls than the limit were answered"
+    assert all(400 <= code < 700 for code in refused)
+    heard = ear.audio()
+    answer = transcribe(heard[int((25 + seconds) * phone.RATE) :])
+    assert re.search(r"\b42\b|forty.?two", words(answer)), answer
+
+
+def test_outbound_call_is_answered_and_the_agent_speaks_first(phone_stack, tmp_path, uas_port):
+    ear = phone.RtpListener().start()
+    workdir = tmp_path / "uas"
+    workdir.mkdir()
+    uas = phone.Sipp(
+        phone.uas_scenario(answer=True, ring_ms=1000, listen_ms=12000),
+        ["-p", str(uas_port), "-i", "127.0.0.1", "-key", "rtp_sink", str(ear.port), "-m", "1"],
+        workdir,
+    ).start()
+
+    async def place() -> object:
+        async with server(phone_stack).client() as lk:
+            return await call(lk, "+15550123", trunk="local-out", ringing_timeout_s=20)
+
+    try:
+        result = asyncio.run(place())
+        uas.wait(60)
+    finally:
+        uas.stop()
+        ear.stop()
+    assert result.outcome == "answered", result
+    greeting = transcribe(ear.audio())
+    print(f"\noutbound: {result}; heard {greeting!r}")
+    assert "help" in words(greeting) or "assistant" in words(greeting), greeting
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "expected"),
+    [(False, "486 Busy Here", "busy"), (False, "", "no-answer"), (False, "503 Service Unavailable", "failed")],
+)
+def test_outbound_busy_or_no_answer_is_reported(phone_stack, tmp_path, uas_port, answer, status, expected):
+    workdir = tmp_path / "uas"
+    workdir.mkdir()
+    uas = phone.Sipp(
+        phone.uas_scenario(answer=answer, status=status, ring_ms=1500, listen_ms=30000),
+        ["-p", str(uas_port), "-i", "127.0.0.1", "-m", "1"],
+        workdir,
+    ).start()
+
+    async def place() -> object:
+        async with server(phone_stack).client() as lk:
+            return await call(lk, "+15550123", trunk="local-out", ringing_timeout_s=6)
+
+    try:
+        result = asyncio.run(place())
+    finally:
+        uas.stop()
+    print(f"\n{status}: {result}")
+    assert result.outcome == expected, result
+    if status:
+        assert str(result.sip_status) == status.split()[0]
+    assert result.room not in asyncio.run(rooms(phone_stack))

@@ -462,6 +462,8 @@ class GroupRoom:
             self.session.interrupt()
 
     def _maybe_interrupt(self, identity: str, text: str) -> None:
+        if self.policy.mode == "hand_raised" and identity not in self.hands:
+            return
         if identity != self.answering and self._agent_speaking() and self.policy.addressed(text):
             logger.info("%s called the agent while it spoke: interrupting", identity)
             self.session.interrupt()
@@ -498,6 +500,8 @@ class GroupRoom:
                     await self._remember(line)
             except RuntimeError as exc:  # the session is closing
                 logger.info("utterance dropped: %s", exc)
+            except Exception:  # one bad turn must not end listening for the whole room
+                logger.exception("could not handle an utterance of %s", said.identity)
 
     async def _remember(self, line: str) -> None:
         agent = self.session.current_agent

@@ -11,7 +11,8 @@ a group room (dispatch metadata {"mode": "group"}) with one host, then:
    the end of the spoken name ("Jarvis") and from the end of the question to the agent's first audio at the host.
 
 Run: `uv run python -m bench.group` (about 3 minutes on 2 cores). Options: `--steps 0,2,4,8`, `--speaking`,
-`--turns N`, `--settle S`, `--json FILE`.
+`--turns N`, `--settle S`, `--set KEY=VALUE` (agent settings, e.g. `--set GROUP_SILENCE_GATE_DBFS=-100` to run
+every listener's audio through the VAD), `--json FILE`.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict:
     for target in args.steps:
         while len(listeners) < target:
             n = len(listeners)
-            guest = Client(stack.token_url, identity=f"listener-{n}", name=f"Listener {n}", room_config=GROUP)
+            guest = Client(
+                stack.token_url, identity=f"listener-{n}", name=f"Listener {n}", room_config=GROUP, subscribe=False
+            )
             await guest.join(room)
             listeners.append(guest)
             talkers.append(asyncio.create_task(keep_talking(guest, chatter if args.speaking else noise)))
@@ -134,6 +137,7 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--settle", type=float, default=4.0, help="seconds after joining before measuring")
     parser.add_argument("--window", type=float, default=10.0, help="seconds of CPU measurement per step")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an agent setting")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     try:
@@ -142,6 +146,9 @@ def main() -> int:
         parser.error("--steps takes comma-separated counts, e.g. 0,2,4,8")
     if args.steps[0] < 0 or args.turns < 1:
         parser.error("--steps must be >= 0 and --turns >= 1")
+    overrides = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if len(overrides) != len(args.set):
+        parser.error("--set takes KEY=VALUE, e.g. --set GROUP_SILENCE_GATE_DBFS=-100")
 
     llm = OpenAIStandIn().start()
     env = {
@@ -150,6 +157,7 @@ def main() -> int:
         "LLM_MODEL": "scripted",
         "SKILL_FAST_PATH": "false",
         "DATA_DIR": tempfile.mkdtemp(prefix="bench-group-"),
+        **overrides,
     }
     print("starting the stack (livekit-server, agent worker, token server)...", flush=True)
     try:

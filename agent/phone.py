@@ -139,13 +139,14 @@ def transfer_tool(targets: dict[str, str]) -> llm.FunctionTool:
         caller = next((p for p in job.room.remote_participants.values() if is_phone(p)), None)
         if caller is None:
             raise ToolError("Sorry, this is not a phone call, so I cannot transfer it.")
-        await context.session.say(f"Transferring you to {destination} now.", add_to_chat_ctx=False)
+        await context.session.say(f"Transferring you to the {destination} now.", add_to_chat_ctx=False)
         try:
             await job.transfer_sip_participant(caller, number if ":" in number else f"tel:{number}")
         except api.TwirpError as exc:
             logger.warning("transfer failed: %s", exc.message)
             raise ToolError("Sorry, the transfer did not go through.") from None
-        return f"The call was transferred to {destination}."
+        logger.info("call transferred to %s", destination)
+        return ""  # the caller is gone: nothing more to say
 
     return function_tool(
         transfer_call,

@@ -152,12 +152,26 @@ def _goodbye(text: str) -> Route | None:
     return None
 
 
+def _transfer(text: str) -> Route | None:
+    """"Transfer me to the operator", "can I speak to sales": the transfer tool checks the name against its list."""
+    who = r"(?:the |a |an )?([a-z][a-z ]{0,30}?)(?:,? please)?$"
+    match = re.match(
+        rf"^(?:(?:please|can you|could you) )?(?:transfer|connect|put) me (?:through )?to {who}"
+        rf"|^(?:can|could|may) i (?:please )?(?:speak|talk) (?:to|with) {who}",
+        text,
+    )
+    if not match:
+        return None
+    return Route("transfer_call", {"destination": (match.group(1) or match.group(2)).strip()})
+
+
 PARSERS = {
     "get_time": _time,
     "convert_units": _convert,
     "calculate": _calculate,
     "save_note": _notes,
     "end_call": _goodbye,
+    "transfer_call": _transfer,
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 from agent.skills import SKILLS, tools_for
 from agent.skills.router import route, spoken_numbers
 
-ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call"}
+ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call", "transfer_call"}
 
 
 @pytest.mark.parametrize(
@@ -67,6 +67,10 @@ ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call"}
         ("That's all, thanks. Goodbye!", "end_call", {}),
         ("Bye!", "end_call", {}),
         ("Please hang up", "end_call", {}),
+        ("Transfer me to the operator.", "transfer_call", {"destination": "operator"}),
+        ("Could you put me through to billing, please?", "transfer_call", {"destination": "billing"}),
+        ("Can I speak to a human?", "transfer_call", {"destination": "human"}),
+        ("I want to transfer money to my savings account", None, None),
         # Not exact enough: the LLM decides.
         ("What time do the shops close in the evening?", None, None),
         ("What time is it in Atlantis?", None, None),

@@ -60,6 +60,7 @@ def phone_stack(artifacts: Path, tmp_path_factory, uas_port: int) -> Iterator[St
     env = {
         "DATA_DIR": str(tmp_path_factory.mktemp("agent-data")),
         "MAX_SESSIONS": str(MAX_CALLS),
+        "PHONE_TRANSFER_TARGETS": '{"operator": "+15550111"}',
         "LLM_BASE_URL": "",
     }
     with Stack(settings, env=env, log_dir=log_dir, telephony=True) as running:
@@ -153,6 +154,22 @@ def test_the_agent_hangs_up_after_its_goodbye(phone_stack, tmp_path):
     assert last_sound is not None and last_sound < hung_up_at
 
 
+def test_asking_for_the_operator_transfers_the_call_by_refer(phone_stack, tmp_path):
+    ask, seconds = phone.speech_pcap(tmp_path / "ask.pcap", speak("Transfer me to the operator, please."))
+    ear = phone.RtpListener().start()
+    try:
+        steps = "\n".join([phone.pause(6), phone.play(ask, seconds), phone.accept_refer(30)])
+        sipp = dial(phone_stack, tmp_path / "sipp", steps, ear, hang_up=False)
+        assert sipp.wait(90) == 0, sipp.errors()[-2000:]
+    finally:
+        ear.stop()
+    refer = next(b for b in sipp.messages().split("-----") if "REFER sip:" in b)
+    assert re.search(r"^Refer-To:.*\+15550111", refer, re.MULTILINE | re.IGNORECASE), refer
+    said = transcribe(ear.audio()[int((6 + seconds) * phone.RATE) :])
+    print(f"\nbefore the transfer: {said!r}")
+    assert "operator" in words(said), said
+
+
 def test_a_caller_hanging_up_mid_reply_ends_the_job_and_the_room(phone_stack, tmp_path):
     ear = phone.RtpListener().start()
     try:
@@ -191,7 +208,7 @@ def test_calls_from_unknown_places_or_to_unknown_numbers_are_rejected_without_a_
 
 
 def test_a_burst_beyond_the_call_limit_is_refused_and_the_call_in_progress_goes_on(phone_stack, tmp_path):
-    question, seconds = phone.speech_pcap(tmp_path / "question.pcap", speak("What is seven times six?"))
+    question, seconds = phone.speech_pcap(tmp_path / "question.pcap", speak("What is twelve plus thirty?"))
     ear = phone.RtpListener().start()
     burst_ear = phone.RtpListener().start()
     try:

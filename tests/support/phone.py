@@ -454,6 +454,42 @@ class Sipp:
         return any("message received" in b and any(ln.startswith(first_line) for ln in b.splitlines()) for b in blocks)
 
 
+ACCEPT_REFER = """<recv request="REFER" timeout="{timeout_ms}"/>
+<send><![CDATA[
+SIP/2.0 202 Accepted
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[caller]@[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+<send retrans="500"><![CDATA[
+NOTIFY sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 NOTIFY
+Contact: <sip:[caller]@[local_ip]:[local_port]>
+Event: refer
+Subscription-State: terminated;reason=noresource
+Max-Forwards: 70
+Content-Type: message/sipfrag;version=2.0
+Content-Length: [len]
+
+SIP/2.0 200 OK
+]]></send>
+<recv response="200"/>"""
+
+
+def accept_refer(timeout_s: float) -> str:
+    """sipp XML: accept the transfer the far end asks for (202, then a NOTIFY that the new call was answered)."""
+    return ACCEPT_REFER.format(timeout_ms=int(timeout_s * 1000))
+
+
 def play(pcap: Path, seconds: float) -> str:
     """sipp XML that plays a pcap into the call and waits for it to finish."""
     return (

@@ -153,7 +153,7 @@ def _goodbye(text: str) -> Route | None:
 
 
 def _transfer(text: str) -> Route | None:
-    """"Transfer me to the operator", "can I speak to sales": the transfer tool checks the name against its list."""
+    """ "Transfer me to the operator", "can I speak to sales": the transfer tool checks the name against its list."""
     who = r"(?:the |a |an )?([a-z][a-z ]{0,30}?)(?:,? please)?$"
     match = re.match(
         rf"^(?:(?:please|can you|could you) )?(?:transfer|connect|put) me (?:through )?to {who}"

@@ -100,12 +100,18 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict:
     name_offset = name_end_s(question)
     voiced_end = last_voiced_index(question) / SAMPLE_RATE
     from_name, from_end = [], []
+    unanswered = 0
     for _ in range(args.turns):
         await host.quiet(1.5)
         await host.say(question)
         end = host.last_voiced_at or time.monotonic()
         start = end - voiced_end  # when the first sample of the question played
-        await host.wait_for(lambda end=end: host.speech_since(end) is not None, 60, "the agent's answer")
+        try:
+            await host.wait_for(lambda end=end: host.speech_since(end) is not None, 30, "the agent's answer")
+        except AssertionError:
+            unanswered += 1
+            print("  turn: no answer within 30 s", flush=True)
+            continue
         first = host.speech_since(end)
         from_name.append(first - (start + name_offset))
         from_end.append(first - end)
@@ -127,6 +133,7 @@ async def run(args: argparse.Namespace, stack: Stack) -> dict:
         "speaking": args.speaking,
         "name_to_audio_ms": [round(v * 1000) for v in from_name],
         "end_to_audio_ms": [round(v * 1000) for v in from_end],
+        "unanswered": unanswered,
     }
 
 
@@ -170,11 +177,15 @@ def main() -> int:
         f"\nper extra {kind} participant: {result['cpu_percent_per_listener']:+.1f} % of a core, "
         f"{result['rss_mb_per_listener']:+.1f} MB RSS (agent worker, {args.steps[0]}-{args.steps[-1]} participants)"
     )
-    print(
-        f"agent name spoken -> agent audio: median {statistics.median(result['name_to_audio_ms']):.0f} ms; "
-        f"end of question -> agent audio: median {statistics.median(result['end_to_audio_ms']):.0f} ms "
-        f"({args.turns} turns, {result['listeners_during_turns']} listeners in the room)"
-    )
+    if result["name_to_audio_ms"]:
+        print(
+            f"agent name spoken -> agent audio: median {statistics.median(result['name_to_audio_ms']):.0f} ms; "
+            f"end of question -> agent audio: median {statistics.median(result['end_to_audio_ms']):.0f} ms "
+            f"({len(result['name_to_audio_ms'])} of {args.turns} turns answered, "
+            f"{result['listeners_during_turns']} listeners in the room)"
+        )
+    else:
+        print(f"no turn of {args.turns} was answered")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

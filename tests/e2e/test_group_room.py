@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from livekit import api, rtc
 
@@ -20,7 +21,7 @@ from stack.services import Stack
 from tests.support.openai_standin import OpenAIStandIn
 from tests.support.ports import loopback_ports
 from tests.support.rtc_client import Client
-from tests.support.speech import speak
+from tests.support.speech import rms, speak
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -146,6 +147,45 @@ async def test_the_addressed_person_is_answered_and_cross_talk_is_left_alone(gro
         assert "game" in heard(client, "bob") and "match" in heard(client, "carol"), client.identity
         assert "tokyo" in heard(client, "alice") and "jarvis" in heard(client, "alice"), client.identity
     assert "game" not in heard(alice, "alice") + heard(alice, "carol")
+
+
+def audio_gaps(client: Client, since: float, until: float) -> float:
+    """The longest stretch without audible agent audio between `since` and `until`."""
+    loud = [at for at, pcm in client.agent_frames if since < at < until and rms(pcm) > 0.005]
+    return max(np.diff([since, *loud, until])) if loud else until - since
+
+
+async def test_only_the_person_answered_or_someone_calling_the_agent_interrupts_it(group_stack):
+    room = "stand-up"
+    ann, ben = person(group_stack, "ann", "Ann"), person(group_stack, "ben", "Ben")
+    try:
+        await ann.join(room)
+        await ben.join(room)
+        await agent_ready(ann)
+        await ann.quiet(1.5)
+        await ann.say(speak("Jarvis, please tell me a long story."))
+        asked = ann.last_voiced_at
+        await ann.wait_for(lambda: ann.speech_since(asked) is not None, 40, "the story to start")
+        await asyncio.sleep(2.0)
+
+        # Ben talks to Ann over the story: it goes on.
+        ben_from = time.monotonic()
+        await ben.say(speak("Ann, I will go and get us some coffee now."))
+        await asyncio.sleep(3.0)
+        ben_until = time.monotonic()
+        assert audio_gaps(ann, ben_from, ben_until) < 1.5, "Ben's words to Ann stopped the agent"
+
+        # Ann, whom the agent is answering, talks over it: it stops.
+        interruption = speak("Wait, stop, stop. I have something to add.")
+        sent = time.monotonic()
+        await ann.say(interruption)
+        await asyncio.sleep(3.0)
+        after = [at for at, pcm in ann.agent_frames if at > sent + 2.5 and rms(pcm) > 0.005]
+    finally:
+        await close_all(ann, ben)
+    assert not after, "the agent kept talking over the person it was answering"
+    story = " ".join(ann.texts(ann.agent_identity))
+    assert "Sentence 1 " in story and "Sentence 12" not in story, story
 
 
 async def test_people_leaving_mid_sentence_and_fifteen_joining_at_once(group_stack):

@@ -136,6 +136,39 @@ def test_caller_asks_a_question_and_the_keypad_changes_what_the_agent_does(phone
     assert today.strftime("%B").lower() in words(menu) or today.strftime("%A").lower() in words(menu), menu
 
 
+def test_notes_follow_the_callers_number_to_the_next_call(phone_stack, tmp_path):
+    note, note_s = phone.speech_pcap(tmp_path / "note.pcap", speak("Remember that my parking spot is blue."))
+    three, three_s = phone.dtmf_pcap(tmp_path / "three.pcap", "3")  # the keypad menu's "What are my notes?"
+    caller = "+15550177"
+    ear = phone.RtpListener().start()
+    try:
+        first = dial(
+            phone_stack,
+            tmp_path / "first",
+            "\n".join([phone.pause(6), phone.play(note, note_s), phone.pause(8)]),
+            ear,
+            caller=caller,
+        )
+        assert first.wait(60) == 0, first.errors()
+    finally:
+        ear.stop()
+    again = phone.RtpListener().start()
+    try:
+        second = dial(
+            phone_stack,
+            tmp_path / "second",
+            "\n".join([phone.pause(6), phone.play(three, three_s), phone.pause(GAP)]),
+            again,
+            caller=caller,
+        )
+        assert second.wait(60) == 0, second.errors()
+    finally:
+        again.stop()
+    recalled = transcribe(again.audio()[int(6 * phone.RATE) :])
+    print(f"\nnotes on the next call: {recalled!r}")
+    assert "parking" in words(recalled) and "blue" in words(recalled), recalled
+
+
 def test_the_agent_hangs_up_after_its_goodbye(phone_stack, tmp_path):
     bye, seconds = phone.speech_pcap(tmp_path / "bye.pcap", speak("Thanks, that's all. Goodbye!"))
     ear = phone.RtpListener().start()

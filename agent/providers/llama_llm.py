@@ -129,6 +129,7 @@ class ToolCallParser:
         self._tool_names = tool_names
         self._pending = ""
         self._tool_text: str | None = None
+        self._spoke = False  # some speech went out already
 
     def feed(self, text: str) -> str:
         """Returns the text that is safe to speak now."""
@@ -138,6 +139,12 @@ class ToolCallParser:
                 return ""
             return text
         self._pending += text
+        if not self._spoke and not self._pending.strip():
+            return ""  # leading whitespace: wait to see what it introduces
+        if not self._spoke and self._pending.lstrip().startswith("{"):
+            # A reply that opens with a brace is JSON, whatever its spacing ('{ "name"', '{\n  "name"'): never speech.
+            self._tool_text, self._pending = self._pending, ""
+            return ""
         hits = [i for i in (self._pending.find(m) for m in TOOL_MARKERS) if i >= 0]
         if hits:
             cut = min(hits)
@@ -149,6 +156,7 @@ class ToolCallParser:
             self._pending[: len(self._pending) - hold],
             self._pending[len(self._pending) - hold :],
         )
+        self._spoke = self._spoke or bool(speak.strip())
         return speak
 
     def finish(self) -> tuple[str, list[ParsedCall]]:

@@ -28,6 +28,8 @@ def split(text: str, size: int = 3) -> list[str]:
         '{"name": "get_time", "arguments": {"location": "Tokyo"}}',
         '{"name": "get_time", "arguments": "{\\"location\\": \\"Tokyo\\"}"}',
         '{"name": "get_time", "parameters": {"location": "Tokyo"}}',
+        '{ "name": "get_time", "arguments": { "location": "Tokyo" } }',
+        '\n{\n  "name": "get_time",\n  "arguments": {"location": "Tokyo"}\n}',
     ],
 )
 def test_tool_call_written_as_text_becomes_a_call(text):

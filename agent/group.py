@@ -237,6 +237,37 @@ class Transcripts:
             logger.warning("transcript of %s not sent: %s", self._identity, exc)
 
 
+class _Turn:
+    """One person's turn: their final transcripts joined until they have been silent for `end_s` (a pause after
+    "Jarvis," must not split the question from the name), or for `question_end_s` after a complete question."""
+
+    def __init__(self, end_s: float, done: Callable[[str], None], question_end_s: float | None = None) -> None:
+        self._end_s, self._done = end_s, done
+        self._question_end_s = end_s if question_end_s is None else min(end_s, question_end_s)
+        self._texts: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, text: str) -> None:
+        self._texts.append(text)
+        self.end_soon()
+
+    def end_soon(self) -> None:
+        self.cancel()
+        if self._texts:
+            wait = self._question_end_s if self._texts[-1].endswith("?") else self._end_s
+            self._timer = asyncio.get_running_loop().call_later(wait, self._end)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _end(self) -> None:
+        self._timer = None
+        text, self._texts = " ".join(self._texts), []
+        self._done(text)
+
+
 class GroupRoom:
     def __init__(self, ctx: JobContext, session: AgentSession, s: AgentSettings, speech_to_text: stt.STT) -> None:
         self.ctx, self.room, self.session, self.settings = ctx, ctx.room, session, s
@@ -415,19 +446,24 @@ class GroupRoom:
             words.end_input()
 
         feeder = asyncio.create_task(feed())
+        s = self.settings
+        turn = _Turn(s.group_end_of_turn_s, lambda text: self._heard(participant, text), s.endpointing_min_delay_s)
         try:
             async for event in words:
                 if event.type == stt.SpeechEventType.START_OF_SPEECH:
+                    turn.cancel()  # they go on: what they said so far is part of this turn
                     self._started_speaking(identity)
                 elif event.type == stt.SpeechEventType.END_OF_SPEECH:
                     self.speaking.discard(identity)
+                    turn.end_soon()
                 elif event.alternatives and (text := event.alternatives[0].text.strip()):
                     final = event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
                     await transcripts.send(text, final)
                     self._maybe_interrupt(identity, text)
                     if final:
-                        self.utterances.put_nowait(Utterance(identity, display_name(participant), text))
+                        turn.add(text)
         finally:
+            turn.cancel()
             await utils.aio.cancel_and_wait(feeder)
             with contextlib.suppress(Exception):
                 await words.aclose()
@@ -435,6 +471,9 @@ class GroupRoom:
                 await audio.aclose()
             self.speaking.discard(identity)
             LISTENERS.dec()
+
+    def _heard(self, participant: rtc.RemoteParticipant, text: str) -> None:
+        self.utterances.put_nowait(Utterance(participant.identity, display_name(participant), text))
 
     def _on_chat(self, reader: rtc.TextStreamReader, identity: str) -> None:
         async def read() -> None:

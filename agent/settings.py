@@ -131,6 +131,9 @@ class AgentSettings(BaseSettings):
     group_answer_policy: Literal["addressed", "hand_raised"] = "addressed"
     # After answering someone, how long their next question counts as a follow-up without the agent's name (0: off).
     group_follow_up_s: float = Field(default=8.0, ge=0.0, le=120.0)
+    # A person's turn ends after this much silence (their transcripts until then are one utterance); after a
+    # complete question ("...?") after ENDPOINTING_MIN_DELAY_S.
+    group_end_of_turn_s: float = Field(default=0.6, ge=0.0, le=5.0)
     # Greet people who join mid-session by name (joins within a moment are greeted together).
     group_greet_newcomers: bool = True
     # How long the agent stays in a room with no human left before it leaves.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pytest
 from livekit import rtc
 
-from agent.group import AnswerPolicy, is_request, mentions, wanted
+from agent.group import AnswerPolicy, _Turn, is_request, mentions, wanted
 from agent.settings import AgentSettings
 
 POLICY = AnswerPolicy(names=["Juniper"], mode="addressed", follow_up_s=8.0)
@@ -98,3 +99,26 @@ def test_room_mode_setting_then_dispatch_metadata_then_head_count():
 def test_an_empty_name_list_is_refused_with_a_reason():
     with pytest.raises(ValueError, match="at least one name"):
         AgentSettings(group_agent_names=" , ")
+
+
+async def test_a_pause_after_the_name_does_not_split_the_turn():
+    heard: list[str] = []
+    turn = _Turn(0.05, heard.append)
+    turn.add("Jarvis,")
+    await asyncio.sleep(0.02)
+    turn.cancel()  # they speak on before the turn ends
+    turn.add("what time is it in Tokyo?")
+    turn.end_soon()
+    await asyncio.sleep(0.1)
+    assert heard == ["Jarvis, what time is it in Tokyo?"]
+    turn.end_soon()  # nothing new: nothing more
+    await asyncio.sleep(0.1)
+    assert heard == ["Jarvis, what time is it in Tokyo?"]
+
+
+async def test_a_complete_question_ends_the_turn_sooner():
+    heard: list[str] = []
+    turn = _Turn(5.0, heard.append, question_end_s=0.05)
+    turn.add("Jarvis, what time is it?")
+    await asyncio.sleep(0.2)
+    assert heard == ["Jarvis, what time is it?"]

@@ -84,3 +84,26 @@ async def test_cloud_speech_dies_mid_call_and_local_models_finish_the_call(caplo
         await speaker.aclose()
     assert fallbacks("stt") == before["stt"] + 1 and fallbacks("tts") == before["tts"] + 1
     assert any("failed; the next provider takes over" in r.getMessage() for r in caplog.records)
+
+
+async def test_cloud_llm_dies_mid_call_and_the_local_llm_answers_the_same_session(caplog):
+    caplog.set_level(logging.WARNING, logger="agent.metrics")
+    cloud = OpenAIStandIn().start()
+    settings = AgentSettings(_env_file=None, llm_base_url=cloud.base_url, llm_api_key="test-key", llm_model="m")
+    model = pipeline.build_llm(settings)
+    assert isinstance(model, llm.FallbackAdapter), "an OpenAI-compatible LLM gets the local one as its fallback"
+    metrics.watch_fallbacks("llm", model)
+    before = fallbacks("llm")
+    async with AgentSession(llm=model) as session:
+        await session.start(Agent(instructions="You are a helpful voice assistant. Answer in one short sentence."))
+        first = await session.run(user_input="Hello, who am I talking to?")
+        said = first.expect.next_event().is_message(role="assistant").event().item.text_content
+        assert said == "You said: Hello, who am I talking to?", said  # the cloud stand-in's answer
+
+        cloud.stop()  # the service goes away mid-call
+
+        second = await session.run(user_input="What is the capital of France?")
+        said = second.expect.next_event().is_message(role="assistant").event().item.text_content
+        assert "paris" in said.lower() and not said.startswith("You said"), said  # the packaged Qwen's answer
+    assert fallbacks("llm") == before + 1
+    assert any("failed; the next provider takes over" in r.getMessage() for r in caplog.records)

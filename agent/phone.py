@@ -21,6 +21,7 @@ logger = logging.getLogger("agent.phone")
 
 STATUS = "sip.callStatus"
 NUMBER = "sip.phoneNumber"
+MAX_DIGITS = 32  # a longer run of digits is acted on at once rather than collected without end
 
 
 def is_phone(participant: rtc.RemoteParticipant) -> bool:
@@ -112,7 +113,9 @@ def listen_to_keypad(session: AgentSession, room: rtc.Room, call: Call, settings
         call.digits.append(ev.digit)
         if pending is not None:
             pending.cancel()
-        if ev.digit == "#" or "".join(call.digits) in settings.phone_keypad and _unique_prefix(call, settings):
+        typed = "".join(call.digits)
+        menu_entry = typed in settings.phone_keypad and _unique_prefix(call, settings)
+        if ev.digit == "#" or len(typed) >= MAX_DIGITS or menu_entry:
             deliver()
         else:
             pending = asyncio.get_running_loop().call_later(settings.phone_digit_timeout_s, deliver)

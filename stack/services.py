@@ -270,7 +270,8 @@ class Stack:
             check_port_free(s.livekit_prometheus_port, "livekit-server metrics")
         check_port_free(s.token_server_port, "the token server")
         if self.telephony:
-            check_port_free(s.redis_port, "Redis")
+            if not redis_ok(s.redis_port)():  # a Redis already there (e.g. Debian's service) is used as it is
+                check_port_free(s.redis_port, "Redis")
             check_port_free(s.sip_port, "livekit-sip (SIP over TCP)")
             check_port_free(s.sip_port, "livekit-sip (SIP over UDP)", udp=True)
         if self.with_agent:
@@ -282,7 +283,9 @@ class Stack:
         self.check_ports()
         s = self.settings
         python = sys.executable
-        if self.telephony:
+        if self.telephony and redis_ok(s.redis_port)():
+            self.progress(f"using the Redis already running on 127.0.0.1:{s.redis_port}")
+        elif self.telephony:
             redis = Service(
                 "redis",
                 [redis_binary(), "--bind", "127.0.0.1", "--port", str(s.redis_port)]

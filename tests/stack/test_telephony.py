@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from livekit import api
 
-from stack.services import REPO, Stack, free_port
+from stack.services import REPO, Stack, free_port, redis_ok
 from stack.telephony import Server, TelephonyError, apply_file
 from tests.support.ports import loopback_ports
 
@@ -118,3 +119,26 @@ def test_the_provision_command_reports_a_bad_file_without_a_traceback(tmp_path):
     )
     assert done.returncode == 2
     assert "unknown inbound trunk" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_redis_already_running_on_the_port_is_used_as_it_is(tmp_path):
+    port = free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_ok(port)() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        empty = write(tmp_path / "empty.yaml", {})
+        settings = loopback_ports().model_copy(
+            update={"redis_port": port, "sip_port": free_port(), "telephony_config": str(empty)}
+        )
+        with Stack(settings, with_agent=False, telephony=True) as running:
+            assert [svc.name for svc in running.services] == ["livekit-server", "livekit-sip", "token-server"]
+            assert asyncio.run(state(running)) == {"inbound": [], "outbound": [], "rules": []}
+        assert redis.poll() is None, "the stack stopped a Redis it did not start"
+    finally:
+        redis.terminate()
+        redis.wait(5)

@@ -197,6 +197,20 @@ def build_vad(s: AgentSettings) -> vad.VAD:
     return silero.VAD.load(min_silence_duration=s.vad_min_silence_s)
 
 
+def build_turn_detector(s: AgentSettings) -> object | None:
+    """TURN_DETECTION=model: livekit's audio end-of-turn model, run locally (weights inside livekit-local-inference).
+
+    The version is pinned: left unset, livekit picks its cloud model ("v1", a WebSocket to LiveKit's inference
+    gateway) whenever LIVEKIT_DEV_MODE=1 (the `dev` and `console` commands set it) and the API key and secret are in
+    the environment, which offline means a failed connection per call before it falls back to this local model.
+    """
+    if s.turn_detection != "model":
+        return None
+    from livekit.agents.inference import TurnDetector
+
+    return TurnDetector(version="v1-mini")
+
+
 _warmed = False
 
 
@@ -209,10 +223,7 @@ def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
     db = s.data_dir / "agent.db"
     shared = Shared(vad=build_vad(s), notes=NoteStore(db), memory=MemoryStore(db))
     units.registry()  # pint parses its unit definitions once (~1 s)
-    if s.turn_detection == "model":
-        from livekit.agents.inference import TurnDetector
-
-        shared.turn_detector = TurnDetector()
+    shared.turn_detector = build_turn_detector(s)
     build_stt(s)  # remote providers load nothing; local ones load their models once here
     build_tts(s)
     model = build_llm(s)
@@ -232,6 +243,8 @@ def turn_handling(s: AgentSettings, shared: Shared) -> dict:
         "turn_detection": shared.turn_detector if shared.turn_detector is not None else "vad",
         "endpointing": {"min_delay": s.endpointing_min_delay_s, "max_delay": s.endpointing_max_delay_s},
         "interruption": {
+            # VAD barge-in, always: left unset, livekit turns on its cloud interruption model in `dev`/`console`.
+            "mode": "vad",
             "min_duration": s.interrupt_min_speech_s,
             "resume_false_interruption": s.resume_false_interruption,
             "false_interruption_timeout": s.false_interruption_timeout_s,

@@ -427,22 +427,25 @@ class GroupRoom:
             # Speech opens the gate with the last PREROLL_S of audio; it closes after HANGOVER_S of silence, by
             # when the VAD has heard the end of speech.
             gate = 10 ** (self.settings.group_silence_gate_dbfs / 20)
-            preroll: collections.deque[rtc.AudioFrame] = collections.deque()
-            heard_s = open_until = 0.0
+            preroll: collections.deque[tuple[rtc.AudioFrame, float]] = collections.deque()
+            heard_s = open_until = preroll_s = 0.0
             async for event in audio:
                 frame = event.frame
-                heard_s += frame.duration
+                duration = frame.samples_per_channel / frame.sample_rate
+                heard_s += duration
                 if _level(frame) >= gate:
                     if heard_s > open_until:
                         while preroll:
-                            words.push_frame(preroll.popleft())
+                            words.push_frame(preroll.popleft()[0])
+                        preroll_s = 0.0
                     open_until = heard_s + HANGOVER_S
                 if heard_s <= open_until:
                     words.push_frame(frame)
                 else:
-                    preroll.append(frame)
-                    while len(preroll) > 1 and sum(f.duration for f in preroll) > PREROLL_S:
-                        preroll.popleft()
+                    preroll.append((frame, duration))
+                    preroll_s += duration
+                    while len(preroll) > 1 and preroll_s - preroll[0][1] >= PREROLL_S:
+                        preroll_s -= preroll.popleft()[1]
             words.end_input()
 
         feeder = asyncio.create_task(feed())

@@ -137,7 +137,8 @@ SKILLS: dict[str, Callable[[], list[llm.Tool | llm.Toolset]]] = {
 
 # One line of the agent's instructions per enabled skill: small models follow explicit cues best.
 HINTS = {
-    "time": "When the person asks what time or date it is somewhere, call get_time with that place.",
+    # Not "call get_time with that place": the packaged 1.5B model then says that sentence instead of calling it.
+    "time": "For the time or date anywhere, use the get_time tool.",
     "calculator": "For any arithmetic, call calculate with the expression.",
     "units": "To convert between units, call convert_units.",
     "notes": "To remember, read back or forget the person's notes, call save_note, recall_notes or forget_notes.",

@@ -288,6 +288,7 @@ def test_outbound_call_is_answered_and_the_agent_speaks_first(phone_stack, tmp_p
         ["-p", str(uas_port), "-i", "127.0.0.1", "-key", "rtp_sink", str(ear.port), "-m", "1"],
         workdir,
     ).start()
+    time.sleep(1)  # listening before the INVITE comes
 
     async def place() -> object:
         async with server(phone_stack).client() as lk:
@@ -317,6 +318,7 @@ def test_outbound_busy_or_no_answer_is_reported(phone_stack, tmp_path, uas_port,
         ["-p", str(uas_port), "-i", "127.0.0.1", "-m", "1"],
         workdir,
     ).start()
+    time.sleep(1)  # listening before the INVITE comes
 
     async def place() -> object:
         async with server(phone_stack).client() as lk:

@@ -352,7 +352,9 @@ Content-Length: 0
 """
 
 
-UAS_RING = """<recv request="CANCEL" timeout="{listen_ms}" ontimeout="gone"/>
+UAS_RING = """<recv request="CANCEL" timeout="{listen_ms}" ontimeout="gone">
+  <action><ereg regexp="^CSeq:[ ]*([0-9]+)" search_in="msg" assign_to="cseq,seq"/></action>
+</recv>
 <send><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]
@@ -363,6 +365,17 @@ SIP/2.0 200 OK
 Content-Length: 0
 
 ]]></send>
+<send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [$seq] INVITE
+Content-Length: 0
+
+]]></send>
+<recv request="ACK" optional="true"/>
 <label id="gone"/>
 """
 

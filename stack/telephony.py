@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from livekit import api
@@ -161,77 +163,90 @@ OUTBOUND_FIELDS = ("address", "transport", "numbers", "auth_username", "auth_pas
 RULE_FIELDS = ("trunk_ids", "rule", "room_config")
 
 
+@dataclass
+class Kind:
+    """How one kind of entry is listed, compared, made, changed and removed."""
+
+    what: str  # "inbound trunk", ...
+    fields: tuple[str, ...]
+    id_of: Callable[[Any], str]
+    create: Callable[[Any], Awaitable[Any]]
+    update: Callable[[str, Any], Awaitable[Any]]
+    delete: Callable[[str], Awaitable[Any]]
+
+
+async def _reconcile(kind: Kind, have: list, wanted: list[tuple[str, Any, str]], changes: list[str]) -> dict[str, str]:
+    """Makes the entries we manage (`have`) match `wanted` (name, desired entry, detail for the report); returns
+    name -> ID. A changed entry is updated in place, so its ID (which rules refer to) stays; deletions come last."""
+    ids: dict[str, str] = {}
+    for name, desired, detail in wanted:
+        current = next((entry for entry in have if entry.name == name), None)
+        if current is not None and _same(current, desired, kind.fields):
+            ids[name] = kind.id_of(current)
+            continue
+        made = await (kind.update(kind.id_of(current), desired) if current is not None else kind.create(desired))
+        ids[name] = kind.id_of(made)
+        changes.append(f"{'updated' if current is not None else 'created'} {kind.what} {name} ({detail})")
+    for extra in have:
+        if ids.get(extra.name) != kind.id_of(extra):
+            with contextlib.suppress(api.TwirpError):  # gone already
+                await kind.delete(kind.id_of(extra))
+            changes.append(f"deleted {kind.what} {extra.name}")
+    return ids
+
+
 async def apply(config: TelephonyConfig, lk: api.LiveKitAPI) -> list[str]:
     """Makes the server's trunks and rules match the config; returns one line per change."""
     sip = lk.sip
     changes: list[str] = []
 
-    inbound = (await sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items
-    inbound = [t for t in inbound if t.metadata == MARKER]
-    trunk_ids: dict[str, str] = {}
-    for want in config.inbound_trunks:
-        desired = _inbound(want)
-        have = next((t for t in inbound if t.name == want.name), None)
-        if have is not None and _same(have, desired, INBOUND_FIELDS):
-            trunk_ids[want.name] = have.sip_trunk_id
-            continue
-        if have is not None:  # replaced in place: its ID, which rules refer to, stays
-            made = await sip.update_inbound_trunk(have.sip_trunk_id, desired)
-        else:
-            made = await sip.create_inbound_trunk(api.CreateSIPInboundTrunkRequest(trunk=desired))
-        trunk_ids[want.name] = made.sip_trunk_id
-        changes.append(f"{'updated' if have else 'created'} inbound trunk {want.name} ({', '.join(want.numbers)})")
-    stale_trunks = [t for t in inbound if trunk_ids.get(t.name) != t.sip_trunk_id]
+    def ours(items) -> list:
+        return [entry for entry in items if entry.metadata == MARKER]
 
-    outbound = (await sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest())).items
-    outbound = [t for t in outbound if t.metadata == MARKER]
-    kept: set[str] = set()
-    for want in config.outbound_trunks:
-        desired = _outbound(want)
-        have = next((t for t in outbound if t.name == want.name), None)
-        if have is not None and _same(have, desired, OUTBOUND_FIELDS):
-            kept.add(have.sip_trunk_id)
-            continue
-        if have is not None:
-            made = await sip.update_outbound_trunk(have.sip_trunk_id, desired)
-        else:
-            made = await sip.create_outbound_trunk(api.CreateSIPOutboundTrunkRequest(trunk=desired))
-        kept.add(made.sip_trunk_id)
-        changes.append(f"{'updated' if have else 'created'} outbound trunk {want.name} ({want.address})")
-    for extra in outbound:
-        if extra.sip_trunk_id not in kept:
-            await sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=extra.sip_trunk_id))
-            changes.append(f"deleted outbound trunk {extra.name}")
+    async def delete_trunk(trunk_id: str) -> None:
+        await sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=trunk_id))
 
-    rules = [r for r in (await sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items if r.metadata == MARKER]
-    kept = set()
-    for want in config.dispatch_rules:
-        desired = _rule(want, trunk_ids)
-        have = next((r for r in rules if r.name == want.name), None)
-        if have is not None and _same(have, desired, RULE_FIELDS):
-            kept.add(have.sip_dispatch_rule_id)
-            continue
-        if have is not None:
-            made = await sip.update_dispatch_rule(have.sip_dispatch_rule_id, desired)
-        else:
-            made = await sip.create_dispatch_rule(api.CreateSIPDispatchRuleRequest(dispatch_rule=desired))
-        kept.add(made.sip_dispatch_rule_id)
-        changes.append(f"{'updated' if have else 'created'} dispatch rule {want.name} (agent {want.agent})")
-    for extra in rules:
-        if extra.sip_dispatch_rule_id not in kept:
-            await _delete_rule(sip, extra.sip_dispatch_rule_id)
-            changes.append(f"deleted dispatch rule {extra.name}")
-    # Trunks last, once no rule of ours refers to them.
-    for extra in stale_trunks:
-        with contextlib.suppress(api.TwirpError):
-            await sip.delete_trunk(api.DeleteSIPTrunkRequest(sip_trunk_id=extra.sip_trunk_id))
-        changes.append(f"deleted inbound trunk {extra.name}")
+    inbound = Kind(
+        "inbound trunk",
+        INBOUND_FIELDS,
+        lambda t: t.sip_trunk_id,
+        lambda t: sip.create_inbound_trunk(api.CreateSIPInboundTrunkRequest(trunk=t)),
+        sip.update_inbound_trunk,
+        delete_trunk,
+    )
+    outbound = Kind(
+        "outbound trunk",
+        OUTBOUND_FIELDS,
+        lambda t: t.sip_trunk_id,
+        lambda t: sip.create_outbound_trunk(api.CreateSIPOutboundTrunkRequest(trunk=t)),
+        sip.update_outbound_trunk,
+        delete_trunk,
+    )
+    rules = Kind(
+        "dispatch rule",
+        RULE_FIELDS,
+        lambda r: r.sip_dispatch_rule_id,
+        lambda r: sip.create_dispatch_rule(api.CreateSIPDispatchRuleRequest(dispatch_rule=r)),
+        sip.update_dispatch_rule,
+        lambda rule_id: sip.delete_dispatch_rule(api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id)),
+    )
+
+    # Rules refer to inbound trunks: trunks are made before the rules, and removed after them.
+    have_inbound = ours((await sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())).items)
+    wanted = [(t.name, _inbound(t), ", ".join(t.numbers)) for t in config.inbound_trunks]
+    kept = [entry for entry in have_inbound if entry.name in {name for name, _, _ in wanted}]
+    trunk_ids = await _reconcile(inbound, kept, wanted, changes)
+
+    have_outbound = ours((await sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest())).items)
+    wanted = [(t.name, _outbound(t), t.address) for t in config.outbound_trunks]
+    await _reconcile(outbound, have_outbound, wanted, changes)
+
+    have_rules = ours((await sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items)
+    wanted = [(r.name, _rule(r, trunk_ids), f"agent {r.agent}") for r in config.dispatch_rules]
+    await _reconcile(rules, have_rules, wanted, changes)
+
+    await _reconcile(inbound, [entry for entry in have_inbound if entry not in kept], [], changes)
     return changes
-
-
-async def _delete_rule(sip, rule_id: str) -> None:
-    with contextlib.suppress(api.TwirpError):  # gone already
-        await sip.delete_dispatch_rule(api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id))
 
 
 @dataclass

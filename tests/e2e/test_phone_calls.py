@@ -20,6 +20,7 @@ from livekit import api
 from stack.services import Stack, free_port
 from stack.telephony import Server, call
 from tests.support import phone
+from tests.support.browser import write_wav
 from tests.support.ports import loopback_ports
 from tests.support.speech import speak
 
@@ -123,7 +124,7 @@ def test_caller_asks_a_question_and_the_keypad_changes_what_the_agent_does(phone
     finally:
         ear.stop()
     heard = ear.audio()
-    phone.write_wav(artifacts / "phone-call-heard.wav", heard)
+    write_wav(artifacts / "phone-call-heard.wav", heard, phone.RATE)
     assert heard.size > phone.RATE * marks[1], "the caller heard less of the call than was played"
     at = [int(m * phone.RATE) for m in marks]
     greeting = transcribe(heard[: at[0]])
@@ -279,23 +280,28 @@ def test_a_burst_beyond_the_call_limit_is_refused_and_the_call_in_progress_goes_
     assert re.search(r"\b42\b|forty.?two", words(answer)), answer
 
 
+def callee(uas_port: int, workdir: Path, scenario: str, *extra: str) -> phone.Sipp:
+    """A sipp UAS where the outbound trunk points, listening before the INVITE comes."""
+    workdir.mkdir()
+    uas = phone.Sipp(scenario, ["-p", str(uas_port), "-i", "127.0.0.1", "-m", "1", *extra], workdir).start()
+    time.sleep(1)
+    return uas
+
+
+def place_call(stack: Stack, ringing_timeout_s: int):
+    async def place():
+        async with server(stack).client() as lk:
+            return await call(lk, "+15550123", trunk="local-out", ringing_timeout_s=ringing_timeout_s)
+
+    return asyncio.run(place())
+
+
 def test_outbound_call_is_answered_and_the_agent_speaks_first(phone_stack, tmp_path, uas_port):
     ear = phone.RtpListener().start()
-    workdir = tmp_path / "uas"
-    workdir.mkdir()
-    uas = phone.Sipp(
-        phone.uas_scenario(answer=True, ring_ms=1000, listen_ms=12000),
-        ["-p", str(uas_port), "-i", "127.0.0.1", "-key", "rtp_sink", str(ear.port), "-m", "1"],
-        workdir,
-    ).start()
-    time.sleep(1)  # listening before the INVITE comes
-
-    async def place() -> object:
-        async with server(phone_stack).client() as lk:
-            return await call(lk, "+15550123", trunk="local-out", ringing_timeout_s=20)
-
+    scenario = phone.uas_scenario(answer=True, ring_ms=1000, listen_ms=12000)
+    uas = callee(uas_port, tmp_path / "uas", scenario, "-key", "rtp_sink", str(ear.port))
     try:
-        result = asyncio.run(place())
+        result = place_call(phone_stack, 20)
         uas.wait(60)
     finally:
         uas.stop()
@@ -307,28 +313,18 @@ def test_outbound_call_is_answered_and_the_agent_speaks_first(phone_stack, tmp_p
 
 
 @pytest.mark.parametrize(
-    ("answer", "status", "expected"),
-    [(False, "486 Busy Here", "busy"), (False, "", "no-answer"), (False, "503 Service Unavailable", "failed")],
+    ("status", "expected"),
+    [("486 Busy Here", "busy"), ("", "no-answer"), ("503 Service Unavailable", "failed")],
 )
-def test_outbound_busy_or_no_answer_is_reported(phone_stack, tmp_path, uas_port, answer, status, expected):
-    workdir = tmp_path / "uas"
-    workdir.mkdir()
-    uas = phone.Sipp(
-        phone.uas_scenario(answer=answer, status=status, ring_ms=1500, listen_ms=30000),
-        ["-p", str(uas_port), "-i", "127.0.0.1", "-m", "1"],
-        workdir,
-    ).start()
-    time.sleep(1)  # listening before the INVITE comes
-
-    async def place() -> object:
-        async with server(phone_stack).client() as lk:
-            return await call(lk, "+15550123", trunk="local-out", ringing_timeout_s=6)
-
+def test_outbound_busy_no_answer_or_failure_is_reported(phone_stack, tmp_path, uas_port, status, expected):
+    """The callee refuses with `status`, or (none) rings until the ringing timeout."""
+    scenario = phone.uas_scenario(answer=False, status=status, ring_ms=1500, listen_ms=30000)
+    uas = callee(uas_port, tmp_path / "uas", scenario)
     try:
-        result = asyncio.run(place())
+        result = place_call(phone_stack, 6)
     finally:
         uas.stop()
-    print(f"\n{status}: {result}")
+    print(f"\n{status or 'ringing'}: {result}")
     assert result.outcome == expected, result
     if status:
         assert str(result.sip_status) == status.split()[0]

@@ -515,17 +515,6 @@ def pause(seconds: float) -> str:
     return f'<pause milliseconds="{int(seconds * 1000)}"/>'
 
 
-def write_wav(path: Path, pcm: np.ndarray, rate: int = RATE) -> Path:
-    import wave
-
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm.astype(np.int16).tobytes())
-    return path
-
-
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

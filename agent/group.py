@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import difflib
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -631,7 +632,21 @@ async def run(
     except personas.UnknownPersona as exc:
         logger.warning("%s; using the default persona", exc)
         persona = personas.get(s.persona)
-    speech_to_text = pipeline.build_stt(s, shared.vad)
+    if s.stt_choice == "local" and not s.group_interim_transcripts:
+        from agent.providers.whisper_stt import WhisperSTT
+
+        # Finals only: re-decoding every talker's growing utterance each second (the interim transcripts) is what
+        # saturates 2 cores when several people talk, and the person calling the agent then waits behind them.
+        speech_to_text: stt.STT = WhisperSTT(
+            model=s.stt_model,
+            language=s.stt_language,
+            beam_size=s.stt_beam_size,
+            cpu_threads=s.cpu_threads,
+            vad=shared.vad,
+            interim_interval_s=math.inf,
+        )
+    else:
+        speech_to_text = pipeline.build_stt(s, shared.vad)
     if not speech_to_text.capabilities.streaming:
         speech_to_text = stt.StreamAdapter(stt=speech_to_text, vad=shared.vad)
     first = next((p for p in ctx.room.remote_participants.values() if is_human(p)), None)

@@ -134,6 +134,10 @@ class AgentSettings(BaseSettings):
     # A person's turn ends after this much silence (their transcripts until then are one utterance); after a
     # complete question ("...?") after ENDPOINTING_MIN_DELAY_S.
     group_end_of_turn_s: float = Field(default=0.6, ge=0.0, le=5.0)
+    # Interim transcripts of each person with the local Whisper (it re-decodes a talker's utterance every second;
+    # off, each utterance is decoded once at its end, which keeps 2 cores free for the person calling the agent).
+    # Cloud STTs always send them.
+    group_interim_transcripts: bool = False
     # Greet people who join mid-session by name (joins within a moment are greeted together).
     group_greet_newcomers: bool = True
     # How long the agent stays in a room with no human left before it leaves.

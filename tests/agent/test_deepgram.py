@@ -220,8 +220,13 @@ async def test_a_spoken_question_reaches_the_llm_and_the_reply_is_played(standin
         assert answer.interrupted is False and answer.pushed > 1.0, answer
         assert answer.played == pytest.approx(answer.pushed, abs=0.011)
         assert answer.started_at > clip.ended_at
-        replies = [i.text_content for i in session.history.items if i.type == "message" and i.role == "assistant"]
-        assert replies and replies[-1].strip() == REPLY, replies
+
+        def replies() -> list[str]:
+            return [i.text_content for i in session.history.items if i.type == "message" and i.role == "assistant"]
+
+        # The reply enters the history just after its playout ends.
+        await wait_until(lambda: replies(), 10, "the reply in the conversation history")
+        assert replies()[-1].strip() == REPLY, replies()
         conn = standin.connections[0]
         assert urlsplit(settings.deepgram_base_url).path == conn.path
         assert conn.headers["Authorization"] == "Token dg-secret"

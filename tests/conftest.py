@@ -26,13 +26,9 @@ def scripted_llm() -> Iterator[OpenAIStandIn]:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    scripted_llm: OpenAIStandIn, artifacts: Path, request: pytest.FixtureRequest, tmp_path_factory
-) -> Iterator[Stack]:
-    """livekit-server + agent worker (local STT/TTS, scripted OpenAI-compatible LLM) + token server."""
-    log_dir = artifacts / f"logs-{request.module.__name__.rsplit('.', 1)[-1]}"
-    log_dir.mkdir(exist_ok=True)
-    env = {
+def scripted_env(scripted_llm: OpenAIStandIn, tmp_path_factory) -> dict[str, str]:
+    """The agent's environment for a stack whose LLM is the scripted stand-in."""
+    return {
         "LLM_BASE_URL": scripted_llm.base_url,
         "LLM_API_KEY": "test-key",
         "LLM_MODEL": "scripted-model",
@@ -41,7 +37,14 @@ def stack(
         # Notes and memories of test callers stay out of the user's own data.
         "DATA_DIR": str(tmp_path_factory.mktemp("agent-data")),
     }
-    with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
+
+
+@pytest.fixture(scope="module")
+def stack(scripted_env: dict[str, str], artifacts: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """livekit-server + agent worker (local STT/TTS, scripted OpenAI-compatible LLM) + token server."""
+    log_dir = artifacts / f"logs-{request.module.__name__.rsplit('.', 1)[-1]}"
+    log_dir.mkdir(exist_ok=True)
+    with Stack(loopback_ports(), env=scripted_env, log_dir=log_dir) as running:
         yield running
 
 

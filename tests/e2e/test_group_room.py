@@ -18,7 +18,6 @@ import pytest
 from livekit import api, rtc
 
 from stack.services import Stack
-from tests.support.openai_standin import OpenAIStandIn
 from tests.support.ports import loopback_ports
 from tests.support.rtc_client import Client
 from tests.support.speech import rms, speak
@@ -30,18 +29,11 @@ GRACE_S = 4.0
 
 
 @pytest.fixture(scope="module")
-def group_stack(scripted_llm: OpenAIStandIn, artifacts: Path, tmp_path_factory) -> Iterator[Stack]:
+def group_stack(scripted_env: dict[str, str], artifacts: Path) -> Iterator[Stack]:
     """The e2e stack (local STT/TTS, scripted LLM) with a short grace before the agent leaves an empty room."""
     log_dir = artifacts / "logs-test_group_room"
     log_dir.mkdir(exist_ok=True)
-    env = {
-        "LLM_BASE_URL": scripted_llm.base_url,
-        "LLM_API_KEY": "test-key",
-        "LLM_MODEL": "scripted-model",
-        "SKILL_FAST_PATH": "false",
-        "DATA_DIR": str(tmp_path_factory.mktemp("agent-data")),
-        "GROUP_EMPTY_GRACE_S": str(GRACE_S),
-    }
+    env = {**scripted_env, "GROUP_EMPTY_GRACE_S": str(GRACE_S)}
     with Stack(loopback_ports(), env=env, log_dir=log_dir) as running:
         yield running
 

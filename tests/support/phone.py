@@ -200,27 +200,37 @@ a=sendrecv
 REFUSED = ("403", "404", "480", "486", "488", "500", "503", "600", "603")
 
 
-def uac_scenario(steps: str, *, hang_up: bool = True, may_be_refused: bool = False) -> str:
-    """An outgoing call: INVITE with a PCMU + telephone-event offer whose media port is the RTP listener's, then
-    `steps` (sipp XML) once answered, then BYE (or, with hang_up=False, wait for the far end's BYE)."""
-    end = (
-        """<send retrans="500"><![CDATA[
-BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Contact: <sip:[caller]@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
+def caller_request(
+    method: str,
+    cseq: int,
+    *,
+    in_dialog: bool = True,
+    contact: bool = True,
+    extra: tuple = (),
+    content_type: str = "",
+    body: str = "",
+) -> str:
+    """sipp XML that sends one request of the caller's dialog (sipp retransmits all but ACK)."""
+    lines = [
+        f"{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0",
+        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+        'From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]',
+        f"To: <sip:[service]@[remote_ip]:[remote_port]>{'[peer_tag_param]' if in_dialog else ''}",
+        "Call-ID: [call_id]",
+        f"CSeq: {cseq} {method}",
+        *(["Contact: <sip:[caller]@[local_ip]:[local_port]>"] if contact else []),
+        *extra,
+        "Max-Forwards: 70",
+    ]
+    lines += [f"Content-Type: {content_type}", "Content-Length: [len]", "", body] if body else ["Content-Length: 0", ""]
+    retrans = "" if method == "ACK" else ' retrans="500"'
+    return f"<send{retrans}><![CDATA[\n" + "\n".join(lines) + "\n]]></send>"
 
-]]></send>
-<recv response="200" crlf="true"/>"""
-        if hang_up
-        else """<recv request="BYE" timeout="60000"/>
-<send><![CDATA[
-SIP/2.0 200 OK
+
+def caller_reply(status: str) -> str:
+    """sipp XML that answers the far end's last request from the caller's side."""
+    return f"""<send><![CDATA[
+SIP/2.0 {status}
 [last_Via:]
 [last_From:]
 [last_To:]
@@ -230,59 +240,33 @@ Contact: <sip:[caller]@[local_ip]:[local_port]>
 Content-Length: 0
 
 ]]></send>"""
-    )
+
+
+def uac_scenario(steps: str, *, hang_up: bool = True, may_be_refused: bool = False) -> str:
+    """An outgoing call: INVITE with a PCMU + telephone-event offer whose media port is the RTP listener's, then
+    `steps` (sipp XML) once answered, then BYE (or, with hang_up=False, wait for the far end's BYE)."""
+    if hang_up:
+        end = caller_request("BYE", 2) + '\n<recv response="200" crlf="true"/>'
+    else:
+        end = '<recv request="BYE" timeout="60000"/>\n' + caller_reply("200 OK")
     answered = '<recv response="200" rtd="true" rrs="true"/>'
     refused = ""
     if may_be_refused:  # a refusal (ACKed) ends the call as planned too
         answered = '<recv response="200" optional="true" rtd="true" rrs="true" next="answered"/>\n'
         answered += "\n".join(f'<recv response="{code}" optional="true" next="refused"/>' for code in REFUSED[:-1])
         answered += f'\n<recv response="{REFUSED[-1]}" next="refused"/>\n<label id="answered"/>'
-        refused = """<nop next="done"/>
-<label id="refused"/>
-<send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-<label id="done"/>"""
+        ack = caller_request("ACK", 1, contact=False)
+        refused = f'<nop next="done"/>\n<label id="refused"/>\n{ack}\n<label id="done"/>'
+    invite = caller_request("INVITE", 1, in_dialog=False, content_type="application/sdp", body=SDP)
+    ack = caller_request("ACK", 1)
     return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="voice-agent caller">
-<send retrans="500"><![CDATA[
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:[caller]@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-{SDP}
-]]></send>
+{invite}
 <recv response="100" optional="true"/>
 <recv response="180" optional="true"/>
 <recv response="183" optional="true"/>
 {answered}
-<send><![CDATA[
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Contact: <sip:[caller]@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
+{ack}
 {steps}
 {end}
 {refused}
@@ -467,40 +451,17 @@ class Sipp:
         return any("message received" in b and any(ln.startswith(first_line) for ln in b.splitlines()) for b in blocks)
 
 
-ACCEPT_REFER = """<recv request="REFER" timeout="{timeout_ms}"/>
-<send><![CDATA[
-SIP/2.0 202 Accepted
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[caller]@[local_ip]:[local_port]>
-Content-Length: 0
-
-]]></send>
-<send retrans="500"><![CDATA[
-NOTIFY sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: "caller" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 3 NOTIFY
-Contact: <sip:[caller]@[local_ip]:[local_port]>
-Event: refer
-Subscription-State: terminated;reason=noresource
-Max-Forwards: 70
-Content-Type: message/sipfrag;version=2.0
-Content-Length: [len]
-
-SIP/2.0 200 OK
-]]></send>
-<recv response="200"/>"""
-
-
 def accept_refer(timeout_s: float) -> str:
     """sipp XML: accept the transfer the far end asks for (202, then a NOTIFY that the new call was answered)."""
-    return ACCEPT_REFER.format(timeout_ms=int(timeout_s * 1000))
+    notify = caller_request(
+        "NOTIFY",
+        3,
+        extra=("Event: refer", "Subscription-State: terminated;reason=noresource"),
+        content_type="message/sipfrag;version=2.0",
+        body="SIP/2.0 200 OK",
+    )
+    refer = f'<recv request="REFER" timeout="{int(timeout_s * 1000)}"/>'
+    return f'{refer}\n{caller_reply("202 Accepted")}\n{notify}\n<recv response="200"/>'
 
 
 def play(pcap: Path, seconds: float) -> str:

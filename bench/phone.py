@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stack.services import Stack, free_port
+from stack.services import Stack, free_port, free_port_block
 from tests.support import phone
 from tests.support.ports import loopback_ports
 from tests.support.speech import SAMPLE_RATE, last_voiced_index, speak
@@ -69,7 +69,7 @@ def main() -> int:
     args = parser.parse_args()
     env = {"LLM_BASE_URL": "", "DATA_DIR": tempfile.mkdtemp(prefix="bench-phone-")}
     env.update(dict(item.split("=", 1) for item in args.set))
-    rtp = 20000 + (free_port() % 400) * 100
+    rtp = free_port_block(100)
     settings = loopback_ports().model_copy(
         update={
             "redis_port": free_port(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -53,10 +54,51 @@ def check_port_free(port: int, what: str, udp: bool = False) -> None:
             ) from None
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free(port: int, count: int = 1) -> bool:
+    for p in range(port, port + count):
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind(("127.0.0.1", p))
+                except OSError:
+                    return False
+    return True
+
+
+ERROR_MARKS = ('"level": "ERROR"', '"level": "CRITICAL"', "Error", "Traceback")
+_handed_out: set[int] = set()
+SINGLE_PORTS = (24000, 32000)  # free_port's band; free_port_block's is below it
+BLOCK_PORTS = (10000, 24000)
+
+
+def free_port_block(count: int = 1, band: tuple[int, int] = BLOCK_PORTS) -> int:
+    """The first of `count` consecutive loopback ports free for TCP and UDP, chosen below the kernel's ephemeral
+    range: a port from that range can be taken by any outgoing connection between this choice and the server's
+    bind, which made a test stack's agent fail to start now and then."""
+    low, high = band
+    if _ephemeral_low() < high:  # an unusual kernel setting: fall back to the kernel's choice
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    for _ in range(200):
+        port = random.randrange(low, high - count + 1)
+        block = set(range(port, port + count))
+        if not block & _handed_out and _free(port, count):
+            _handed_out.update(block)
+            return port
+    raise StackError(f"no {count} free consecutive loopback ports between {low} and {high}")
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free for TCP and UDP, never handed out before by this process."""
+    return free_port_block(1, SINGLE_PORTS)
 
 
 @dataclass
@@ -102,8 +144,15 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
     def last_words(self) -> str:
+        """The last line of output, after the last error line when one came before it (a worker logs its
+        failure, then "draining worker")."""
         lines = [line for line in self.tail if line.strip()]
-        return lines[-1] if lines else "(no output)"
+        if not lines:
+            return "(no output)"
+        errors = [line for line in lines if any(mark in line for mark in ERROR_MARKS)]
+        if errors and errors[-1] != lines[-1]:
+            return f"{errors[-1][:2000]} ... {lines[-1]}"
+        return lines[-1]
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from livekit import api
 
-from stack.services import Stack, free_port
+from stack.services import Stack, free_port, free_port_block
 from stack.telephony import Server, call
 from tests.support import phone
 from tests.support.browser import write_wav
@@ -48,7 +48,7 @@ def phone_stack(artifacts: Path, tmp_path_factory, uas_port: int) -> Iterator[St
     telephony_file = tmp_path_factory.mktemp("telephony") / "telephony.yaml"
     telephony_file.write_text(yaml.safe_dump(config))
     settings = loopback_ports()
-    rtp = 20000 + (free_port() % 400) * 100
+    rtp = free_port_block(100)
     settings = settings.model_copy(
         update={
             "redis_port": free_port(),
@@ -138,7 +138,7 @@ def test_caller_asks_a_question_and_the_keypad_changes_what_the_agent_does(phone
 
 
 def test_notes_follow_the_callers_number_to_the_next_call(phone_stack, tmp_path):
-    note, note_s = phone.speech_pcap(tmp_path / "note.pcap", speak("Remember that my parking spot is blue."))
+    note, note_s = phone.speech_pcap(tmp_path / "note.pcap", speak("Remember that my locker number is forty two."))
     three, three_s = phone.dtmf_pcap(tmp_path / "three.pcap", "3")  # the keypad menu's "What are my notes?"
     caller = "+15550177"
     ear = phone.RtpListener().start()
@@ -167,8 +167,9 @@ def test_notes_follow_the_callers_number_to_the_next_call(phone_stack, tmp_path)
         again.stop()
     recalled = transcribe(again.audio()[int(6 * phone.RATE) :])
     print(f"\nnotes on the next call: {recalled!r}")
-    # The note is read back (a new number has none); over the 8 kHz line Whisper may mishear "blue" as "you".
-    assert "parking" in words(recalled), recalled
+    # The note is read back (a new number has none). Its subject is a number, which Whisper hears reliably over the
+    # 8 kHz line; words like "parking spot" came back as "power King's part".
+    assert re.search(r"\b42\b|forty.?two", words(recalled)), recalled
 
 
 def test_the_agent_hangs_up_after_its_goodbye(phone_stack, tmp_path):

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
+from stack.services import free_port
+
 RATE = 8000
 PTIME = 160  # samples per 20 ms packet
 DTMF_PT = 101
@@ -477,6 +479,4 @@ def pause(seconds: float) -> str:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()

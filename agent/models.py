@@ -57,9 +57,10 @@ def packaged_gguf() -> Path:
     return _join(parts, cache_dir() / QWEN_FILE)
 
 
-def download(url: str, progress: bool = True) -> Path:
+def download(url: str, progress: bool = True, target: Path | None = None, sha256: str | None = None) -> Path:
     """A model file from a URL (e.g. a GGUF on huggingface.co/.../resolve/main/...), downloaded once into the cache
-    with a progress bar, then reused. Raises ModelMissingError with the reason when it cannot be fetched."""
+    (or to `target`) with a progress bar, then reused. With `sha256`, a file whose digest differs is not kept.
+    Raises ModelMissingError with the reason when it cannot be fetched."""
     import hashlib
     from urllib.parse import urlparse
 
@@ -67,9 +68,10 @@ def download(url: str, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     name = Path(urlparse(url).path).name or "model"
-    target = cache_dir() / "downloads" / f"{hashlib.sha1(url.encode()).hexdigest()[:12]}-{name}"
+    target = target or cache_dir() / "downloads" / f"{hashlib.sha1(url.encode()).hexdigest()[:12]}-{name}"
     if target.exists():
         return target
+    digest = hashlib.sha256()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(target.suffix + f".part{os.getpid()}")
     logger.info("downloading %s (once; cached in %s)", name, target.parent)
@@ -83,12 +85,37 @@ def download(url: str, progress: bool = True) -> Path:
             ):
                 for chunk in response.iter_bytes(1 << 20):
                     out.write(chunk)
+                    digest.update(chunk)
                     bar.update(len(chunk))
     except (httpx.HTTPError, OSError) as exc:
         tmp.unlink(missing_ok=True)
         raise ModelMissingError(f"cannot download {url}: {exc}") from exc
+    if sha256 and digest.hexdigest() != sha256:
+        tmp.unlink(missing_ok=True)
+        raise ModelMissingError(
+            f"{url} was downloaded but its sha256 {digest.hexdigest()[:12]}... is not the expected {sha256[:12]}...: "
+            "not using it (a wrong mirror, or a damaged transfer)"
+        )
     os.replace(tmp, target)
     return target
+
+
+def hibari_voice(name: str, base_url: str | None = None, progress: bool = True) -> Path:
+    """The model file of a hibari TTS voice: "heart" ships inside the package; another voice is downloaded once
+    (from hibari's Hugging Face folder, or the mirror `base_url`) with a progress bar into hibari's own cache,
+    checked against the sha256 in hibari's registry."""
+    from hibari import voices
+
+    if name not in voices.VOICES:
+        raise ModelMissingError(f"unknown TTS_VOICE {name!r}: hibari has {', '.join(voices.VOICES)}")
+    entry = voices.VOICES[name]
+    if entry.get("bundled"):
+        return Path(voices.ASSETS) / entry["file"]
+    target = Path(voices.cache_dir()) / entry["file"]
+    if not target.exists():
+        logger.info("voice %r is not packaged: downloading it once (%.1f MB)", name, entry["bytes"] / 1e6)
+    url = (base_url or voices.BASE_URL).rstrip("/") + "/" + entry["file"]
+    return download(url, progress=progress, target=target, sha256=entry["sha256"])
 
 
 def whisper_model(name: str) -> str:

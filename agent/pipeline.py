@@ -184,11 +184,12 @@ def _local_tts(s: AgentSettings, voice: str | None, speed: float) -> tts.TTS:
     from agent.providers.first_clause import FirstClauseTokenizer
     from agent.providers.hibari_tts import HibariTTS
 
+    options = {"speed": s.tts_speed * speed, "threads": s.cpu_threads, "voice_base_url": s.tts_voice_base_url}
     try:
-        synth = HibariTTS(voice=voice or s.tts_voice, speed=s.tts_speed * speed, threads=s.cpu_threads)
-    except Exception as exc:  # a voice that is not packaged and cannot be downloaded here
+        synth = HibariTTS(voice=voice or s.tts_voice, **options)
+    except Exception as exc:  # a persona's voice that is not packaged and cannot be downloaded here
         logger.warning("voice %r is not available (%s); using %r", voice, exc, s.tts_voice)
-        synth = HibariTTS(voice=s.tts_voice, speed=s.tts_speed * speed, threads=s.cpu_threads)
+        synth = HibariTTS(voice=s.tts_voice, **options)
     # Sentence by sentence, the first clause at once.
     return tts.StreamAdapter(tts=synth, sentence_tokenizer=FirstClauseTokenizer())
 
@@ -320,7 +321,7 @@ def fail(message: str) -> None:
 
 def preflight(s: AgentSettings) -> None:
     """Checks what would otherwise fail later as a traceback wall, and stops with one line."""
-    from agent.models import ModelMissingError, whisper_model
+    from agent.models import ModelMissingError, hibari_voice, whisper_model
 
     try:
         check(s.skills)
@@ -331,6 +332,7 @@ def preflight(s: AgentSettings) -> None:
         fail(problem)
     try:
         whisper_model(s.stt_model)  # the local STT is the default and every cloud STT's fallback
+        hibari_voice(s.tts_voice, s.tts_voice_base_url)  # so is the local TTS; a voice not packaged is fetched now
         if s.llm_provider == "local":
             import importlib.util
 

@@ -66,7 +66,10 @@ class AgentSettings(BaseSettings):
     llm_temperature: float = Field(default=0.2, ge=0.0, le=2.0)
 
     # TTS: hibari's packaged voice, or an OpenAI-compatible speech server (/v1/audio/speech) when TTS_BASE_URL is set.
+    # hibari's voices: "heart" is packaged; emma, fenrir, fable and kore are downloaded once on first use (with a
+    # progress bar, sha256-checked) from Hugging Face, or from TTS_VOICE_BASE_URL (a mirror of hibari's voices/ folder).
     tts_voice: str = "heart"
+    tts_voice_base_url: str | None = None
     tts_speed: float = Field(default=1.0, gt=0.25, le=4.0)
     tts_base_url: str | None = None
     tts_api_key: str | None = Field(default=None, repr=False)

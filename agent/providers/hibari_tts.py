@@ -13,6 +13,8 @@ import numpy as np
 from hibari import SAMPLE_RATE, Hibari
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, utils
 
+from agent.models import hibari_voice
+
 # hibari pads each sentence with ~0.3 s of leading and ~0.5 s of trailing silence.
 SILENCE_LEVEL = 0.01
 KEEP_LEAD_S = 0.02
@@ -20,8 +22,9 @@ KEEP_TAIL_S = 0.12
 
 
 @lru_cache(maxsize=4)
-def load_hibari(voice: str, threads: int) -> Hibari:
-    return Hibari(voice=voice, threads=threads)
+def load_hibari(voice: str, threads: int, voice_base_url: str | None = None) -> Hibari:
+    """A voice other than the packaged one is downloaded once, with a progress bar (agent.models.hibari_voice)."""
+    return Hibari(voice=voice, model=str(hibari_voice(voice, voice_base_url)), threads=threads)
 
 
 def trim_silence(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -38,11 +41,13 @@ def to_pcm16(audio: np.ndarray) -> bytes:
 
 
 class HibariTTS(tts.TTS):
-    def __init__(self, *, voice: str = "heart", speed: float = 1.0, threads: int = 2) -> None:
+    def __init__(
+        self, *, voice: str = "heart", speed: float = 1.0, threads: int = 2, voice_base_url: str | None = None
+    ) -> None:
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False), sample_rate=SAMPLE_RATE, num_channels=1)
         self._voice = voice
         self._speed = speed
-        self._engine = load_hibari(voice, threads)
+        self._engine = load_hibari(voice, threads, voice_base_url)
 
     @property
     def model(self) -> str:

@@ -95,8 +95,11 @@ def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
         return _local_stt(s, vad)
     if not s.provider_fallback:
         return cloud
-    # A streaming provider that fails mid-utterance loses that utterance; the local STT takes the next ones.
-    return stt.FallbackAdapter([cloud, _local_stt(s, vad)], vad=vad)
+    from agent.providers.stt_fallback import ReplayingFallbackAdapter
+
+    # When the streaming provider fails, the local STT takes over from the start of the utterance in progress.
+    # One quick retry: a service that refuses connections should not leave the person unheard for seconds.
+    return ReplayingFallbackAdapter([cloud, _local_stt(s, vad)], vad=vad, retry_interval=0.5)
 
 
 def _local_stt(s: AgentSettings, vad: vad.VAD | None) -> stt.STT:

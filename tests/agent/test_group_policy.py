@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from types import SimpleNamespace
 
 import pytest
 from livekit import rtc
+from livekit.agents import AgentSession
 
-from agent.group import AnswerPolicy, _Turn, is_request, mentions, wanted
+from agent import personas
+from agent.group import AnswerPolicy, _Turn, is_request, mentions, request_of, wanted
+from agent.main import PersonaAgent
 from agent.settings import AgentSettings
+from tests.support.scripted_llm import ScriptedLLM
 
 POLICY = AnswerPolicy(names=["Juniper"], mode="addressed", follow_up_s=8.0)
 TWO_OTHERS = ["Bob", "Carol Smith"]
@@ -122,3 +127,33 @@ async def test_a_complete_question_ends_the_turn_sooner():
     turn.add("Jarvis, what time is it?")
     await asyncio.sleep(0.2)
     assert heard == ["Jarvis, what time is it?"]
+
+
+@pytest.mark.parametrize(
+    ("line", "asked"),
+    [
+        ("Ana: Juniper, what time is it in Tokyo?", "what time is it in Tokyo?"),
+        ("Ana: What is twelve times fourteen, Juniper?", "What is twelve times fourteen?"),
+        ("Bob: Hey Junipur, convert ten miles to kilometers.", "convert ten miles to kilometers."),
+        ("Bob: okay, juniper. read me my notes", "read me my notes"),
+        ("Carol Smith: Tell Juniper a joke", "Tell Juniper a joke"),  # the name inside the request stays
+    ],
+)
+def test_the_fast_path_reads_a_group_request_without_the_label_and_the_address(line, asked):
+    assert request_of(line, ["Juniper"]) == asked
+
+
+async def test_a_named_request_in_a_group_takes_the_fast_path_without_the_llm():
+    def no_llm(ctx):
+        raise AssertionError("the LLM was asked")
+
+    scripted = ScriptedLLM(no_llm)
+    agent = PersonaAgent(personas.get("assistant"))
+    agent.request_of = functools.partial(request_of, names=["Juniper"])
+    async with scripted, AgentSession(llm=scripted) as session:
+        await session.start(agent)
+        result = await session.run(user_input="Ana: Juniper, what is twelve times fourteen?")
+        result.expect.next_event().is_function_call(name="calculate")
+        result.expect.next_event().is_function_call_output()
+        reply = result.expect.next_event().is_message(role="assistant").event().item.text_content
+    assert "168" in reply and scripted.calls == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 import pytest
 from livekit.agents import Agent, AgentSession, llm, utils
@@ -38,36 +39,58 @@ def answer(ctx: llm.ChatContext) -> str:
     return f"You asked: {users[-1].text_content}" if users else "Hello."
 
 
+@dataclass
+class VoiceCall:
+    """A voice session on the providers `settings` choose (the LLM scripted), heard through a scripted mic."""
+
+    session: AgentSession
+    mic: ScriptedMic
+    speaker: RealtimeSpeaker
+    heard: list[str]  # final transcripts
+
+    @classmethod
+    async def start(cls, settings: AgentSettings) -> VoiceCall:
+        vad = pipeline.build_vad(settings)
+        shared = pipeline.Shared(vad=vad, notes=None, memory=None)  # type: ignore[arg-type]
+        session = AgentSession(
+            vad=vad,
+            stt=pipeline.build_stt(settings, vad),
+            llm=ScriptedLLM(answer),
+            tts=pipeline.build_tts(settings),
+            turn_handling=pipeline.turn_handling(settings, shared),
+        )
+        for role, provider in (("stt", session.stt), ("tts", session.tts)):
+            metrics.watch_fallbacks(role, provider)
+        call = cls(session, ScriptedMic(), RealtimeSpeaker(), [])
+        session.on("user_input_transcribed", lambda ev: ev.is_final and call.heard.append(ev.transcript))
+        session.input.audio, session.output.audio = call.mic, call.speaker
+        await session.start(Agent(instructions="You are a helpful voice assistant."))
+        return call
+
+    async def first_turn(self, transcript: str) -> None:
+        """The cloud providers hear the first request and speak the reply."""
+        await asyncio.sleep(0.5)
+        self.mic.play(speak("Hello, could I book a table please?"))
+        await wait_until(lambda: self.heard, 30, "the cloud transcript")
+        assert self.heard[0] == transcript
+        await wait_until(lambda: any(s.finished_at for s in self.speaker.segments), 30, "the cloud voice's reply")
+
+    async def close(self) -> None:
+        await self.session.aclose()
+        await self.speaker.aclose()
+
+
 async def test_cloud_speech_dies_mid_call_and_local_models_finish_the_call(caplog):
     caplog.set_level(logging.WARNING, logger="agent.metrics")
     cloud = OpenAIStandIn(transcript="Can I book a table for two?").start()
     settings = AgentSettings(_env_file=None, stt_base_url=cloud.base_url, tts_base_url=cloud.base_url)
     assert settings.provider_fallback  # the default
-    vad = pipeline.build_vad(settings)
-    shared = pipeline.Shared(vad=vad, notes=None, memory=None)  # type: ignore[arg-type]
-    session = AgentSession(
-        vad=vad,
-        stt=pipeline.build_stt(settings, vad),
-        llm=ScriptedLLM(answer),
-        tts=pipeline.build_tts(settings),
-        turn_handling=pipeline.turn_handling(settings, shared),
-    )
-    for role, provider in (("stt", session.stt), ("tts", session.tts)):
-        metrics.watch_fallbacks(role, provider)
     before = {role: fallbacks(role) for role in ("stt", "tts")}
-    heard: list[str] = []
-    session.on("user_input_transcribed", lambda ev: ev.is_final and heard.append(ev.transcript))
-    mic, speaker = ScriptedMic(), RealtimeSpeaker()
-    session.input.audio, session.output.audio = mic, speaker
-    await session.start(Agent(instructions="You are a helpful voice assistant."))
+    call = await VoiceCall.start(settings)
+    heard, mic, speaker = call.heard, call.mic, call.speaker
     try:
-        # Turn 1: the cloud providers hear and speak.
-        await asyncio.sleep(0.5)
-        mic.play(speak("Hello, could I book a table please?"))
-        await wait_until(lambda: heard, 30, "the cloud transcript")
-        assert heard[0] == "Can I book a table for two?"
-        await wait_until(lambda: any(s.finished_at for s in speaker.segments), 30, "the cloud voice's reply")
-        assert cloud.tts_requests and "book a table" in cloud.tts_requests[-1]["body"]["input"]
+        await call.first_turn("Can I book a table for two?")
+        assert any("book a table" in r["body"]["input"] for r in cloud.tts_requests)  # the reply, phrase by phrase
 
         cloud.stop()  # the service goes away mid-call
 
@@ -81,8 +104,7 @@ async def test_cloud_speech_dies_mid_call_and_local_models_finish_the_call(caplo
         )
         assert speaker.segments[-1].played > 1.0  # "You asked: What is the weather like in Paris ..." in hibari
     finally:
-        await session.aclose()
-        await speaker.aclose()
+        await call.close()
     assert fallbacks("stt") == before["stt"] + 1 and fallbacks("tts") == before["tts"] + 1
     assert any("failed; the next provider takes over" in r.getMessage() for r in caplog.records)
 
@@ -93,40 +115,21 @@ async def test_streaming_cloud_stt_dies_mid_utterance_and_local_whisper_hears_al
     caplog.set_level(logging.WARNING, logger="agent.metrics")
     cloud = DeepgramStandIn(transcript="Can I book a table for two?", api_key="dg-key").start()
     settings = AgentSettings(_env_file=None, deepgram_api_key="dg-key", deepgram_base_url=cloud.url)
-    vad = pipeline.build_vad(settings)
-    shared = pipeline.Shared(vad=vad, notes=None, memory=None)  # type: ignore[arg-type]
+    before = fallbacks("stt")
     async with utils.http_context.open():  # the plugin's aiohttp session, as a worker's job context gives it
-        session = AgentSession(
-            vad=vad,
-            stt=pipeline.build_stt(settings, vad),
-            llm=ScriptedLLM(answer),
-            tts=pipeline.build_tts(settings),
-            turn_handling=pipeline.turn_handling(settings, shared),
-        )
-        metrics.watch_fallbacks("stt", session.stt)
-        before = fallbacks("stt")
-        heard: list[str] = []
-        session.on("user_input_transcribed", lambda ev: ev.is_final and heard.append(ev.transcript))
-        mic, speaker = ScriptedMic(), RealtimeSpeaker()
-        session.input.audio, session.output.audio = mic, speaker
-        await session.start(Agent(instructions="You are a helpful voice assistant."))
+        call = await VoiceCall.start(settings)
         try:
-            await asyncio.sleep(0.5)
-            mic.play(speak("Hello, could I book a table please?"))
-            await wait_until(lambda: heard, 30, "the cloud transcript")
-            assert heard[0] == "Can I book a table for two?"
-            await wait_until(lambda: any(s.finished_at for s in speaker.segments), 30, "the reply")
-
-            clip = mic.play(speak("What is the weather like in Paris this weekend?"))
+            await call.first_turn("Can I book a table for two?")
+            clip = call.mic.play(speak("What is the weather like in Paris this weekend?"))
             await wait_until(lambda: clip.started_at and time.time() > clip.started_at + 1.5, 10, "mid-utterance")
             cloud.kill()  # "What is the weather like" went to Deepgram, which never answers it
 
-            await wait_until(lambda: len(heard) >= 2, 60, "a transcript after the cloud STT died")
-            assert "weather" in heard[1].lower() and "paris" in heard[1].lower(), heard
-            await wait_until(lambda: speaker.segments[-1].finished_at and len(speaker.segments) >= 2, 60, "reply 2")
+            await wait_until(lambda: len(call.heard) >= 2, 60, "a transcript after the cloud STT died")
+            assert "weather" in call.heard[1].lower() and "paris" in call.heard[1].lower(), call.heard
+            segments = call.speaker.segments
+            await wait_until(lambda: len(segments) >= 2 and segments[-1].finished_at, 60, "the second reply")
         finally:
-            await session.aclose()
-            await speaker.aclose()
+            await call.close()
             cloud.stop()
     assert fallbacks("stt") == before + 1
 

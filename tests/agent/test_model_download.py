@@ -4,16 +4,14 @@ holding a packaged model, since the model hubs cannot be reached."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from agent import models, pipeline
 from agent.settings import AgentSettings
+from tests.support.file_server import serve_folder
 
 
 @pytest.fixture
@@ -21,22 +19,8 @@ def hub(monkeypatch, tmp_path) -> Iterator[tuple[str, Path, list[str]]]:
     """A loopback file server for the packaged tiny.en model's folder; yields its URL, the folder and the paths hit."""
     monkeypatch.setenv("VOICE_AGENT_CACHE", str(tmp_path / "cache"))
     folder = Path(models.whisper_model("tiny.en"))
-    hits: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            hits.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", folder, hits
-    server.shutdown()
-    thread.join(5)
+    with serve_folder(folder) as (url, hits):
+        yield url.rstrip("/"), folder, hits
 
 
 def test_a_model_url_is_downloaded_once_with_progress(hub, capfd):

@@ -5,10 +5,7 @@ voice model under another voice's file name (TTS_VOICE_BASE_URL is how users poi
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from agent import models, pipeline
 from agent.providers import hibari_tts
 from agent.settings import AgentSettings
 from tests.stack.test_startup_errors import one_line
+from tests.support.file_server import serve_folder
 
 VOICE = "emma"
 
@@ -30,22 +28,8 @@ def mirror(monkeypatch, tmp_path) -> Iterator[tuple[str, list[str]]]:
     served = tmp_path / "served"
     served.mkdir()
     (served / voices.VOICES[VOICE]["file"]).write_bytes((Path(voices.ASSETS) / "hibari.onnx").read_bytes())
-    hits: list[str] = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            hits.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", hits
-    server.shutdown()
-    thread.join(5)
+    with serve_folder(served) as (url, hits):
+        yield url, hits
     hibari_tts.load_hibari.cache_clear()
 
 

@@ -202,12 +202,18 @@ def build_vad(s: AgentSettings) -> vad.VAD:
 
 
 def build_turn_detector(s: AgentSettings) -> object | None:
-    """TURN_DETECTION=model: livekit's audio end-of-turn model, run locally (weights inside livekit-local-inference).
+    """TURN_DETECTION=text: the VAD's silence ends a turn unless the transcript stops mid-sentence (agent/turns.py).
+
+    TURN_DETECTION=model: livekit's audio end-of-turn model, run locally (weights inside livekit-local-inference).
 
     The version is pinned: left unset, livekit picks its cloud model ("v1", a WebSocket to LiveKit's inference
     gateway) whenever LIVEKIT_DEV_MODE=1 (the `dev` and `console` commands set it) and the API key and secret are in
     the environment, which offline means a failed connection per call before it falls back to this local model.
     """
+    if s.turn_detection == "text":
+        from agent.turns import TextTurnDetector
+
+        return TextTurnDetector()
     if s.turn_detection != "model":
         return None
     from livekit.agents.inference import TurnDetector

@@ -76,8 +76,9 @@ class AgentSettings(BaseSettings):
     tts_remote_model: str = "tts-1"
     tts_remote_voice: str = "alloy"
 
-    # Turn taking: "model" = local end-of-turn model + VAD, "vad" = VAD silence only.
-    turn_detection: Literal["model", "vad"] = "vad"
+    # Turn taking: "text" = VAD silence, held while the transcript stops mid-sentence ("...a table at"); "model" =
+    # livekit's local audio end-of-turn model + VAD; "vad" = VAD silence only.
+    turn_detection: Literal["text", "model", "vad"] = "vad"
     vad_min_silence_s: float = Field(default=0.35, ge=0.1, le=3.0)
     endpointing_min_delay_s: float = Field(default=0.2, ge=0.0, le=5.0)
     endpointing_max_delay_s: float = Field(default=2.0, ge=0.1, le=10.0)

@@ -49,6 +49,9 @@ THRESHOLD = 0.36  # the mini model's English "unlikely to be finished" threshold
 HELD = "I would like to book a table at the Italian restaurant for four people tonight."
 HELD_CUT_S = (1.4, 1.5)  # where that word gap lies in hibari's rendering
 PAUSE_S = 0.8
+# A sentence with a pause after a word that cannot end it ("...a table for | four people..."), as Whisper hears it.
+DANGLING = "Could you book me a table for four people at eight tonight, please?"
+DANGLING_CUT_S = (1.1, 1.2)
 QUESTION = "What is the weather like in Paris this weekend?"
 # Finished requests, each also cut at its word gaps for the model-only survey.
 SENTENCES = [
@@ -181,7 +184,7 @@ async def converse(mode: str, clip: np.ndarray, settle_s: float, **settings_: ob
         turn_handling=pipeline.turn_handling(settings, shared),
     )
     run = Run(mode=mode)
-    if detector is not None:
+    if hasattr(detector, "stream"):  # the audio model's stream
         watch_predictions(detector, run.probabilities)
     turns: list[tuple[float, str]] = []
 
@@ -238,6 +241,29 @@ async def test_a_pause_mid_sentence_the_model_waits_and_vad_talks_over_the_perso
     assert vad.replies[0] < 0, vad.report()
 
 
+async def test_text_mode_waits_out_a_pause_after_a_dangling_word_and_answers_the_whole_sentence():
+    """TURN_DETECTION=text: "...a table for" cannot end a sentence, so the silence after it does not end the turn; the
+    words after the pause join it, and the agent answers once, after the person has finished. (Whisper often drops a
+    dangling word or closes a fragment with a full stop, "Could you book me a table?": those pauses end the turn as
+    with VAD alone.)"""
+    clip = with_pause(DANGLING, DANGLING_CUT_S)
+    text = await converse("text", clip, settle_s=3.0)
+    assert len(text.turns) == 1, text.report()
+    at, said = text.turns[0]
+    assert at > 0 and "table for" in said.lower() and "tonight" in said.lower(), text.report()
+    assert text.replies and all(t > 0 for t in text.replies) and text.replies[0] < 3.0, text.report()
+
+
+async def test_text_mode_ends_a_finished_question_as_promptly_as_vad():
+    clip = hibari_speech(QUESTION)
+    text = await converse("text", clip, settle_s=2.0)
+    vad = await converse("vad", clip, settle_s=2.0)
+    assert len(text.turns) == 1 and "paris" in text.turns[0][1].lower(), text.report()
+    print(f"end of speech -> turn committed: text {text.turns[0][0]:.2f} s, vad {vad.turns[0][0]:.2f} s")
+    # Both commit once the transcript is in; the text check adds no wait (a run-to-run spread of ~0.1 s remains).
+    assert text.turns[0][0] < vad.turns[0][0] + 0.3, (text.report(), vad.report())
+
+
 async def test_a_finished_question_ends_the_turn_promptly():
     clip = hibari_speech(QUESTION)
     model = await converse("model", clip, settle_s=2.0)
@@ -282,6 +308,31 @@ def test_what_the_model_makes_of_pauses():
     )
     assert all(p >= THRESHOLD for p in finished), finished
     assert held >= 1, unfinished
+
+
+def test_what_text_mode_makes_of_pauses():
+    """The text check on what Whisper hears of the same requests, whole and cut at each word gap: finished requests
+    are never held; a pause is held only where Whisper's words stop on one that cannot end a sentence."""
+    from agent.turns import unfinished
+
+    whisper = WhisperSTT(model="base")
+
+    def heard(samples: np.ndarray) -> str:
+        return whisper.transcribe(samples.astype(np.float32) / 32768.0)
+
+    finished, cut = [], []
+    for text in SENTENCES:
+        samples = hibari_speech(text)
+        finished.append(heard(samples))
+        end = len(samples) / SAMPLE_RATE
+        cut += [heard(samples[: int(t * SAMPLE_RATE)]) for t, _ in gaps(samples, 0.05) if 0.5 < t < end - 0.6]
+    held = [h for h in cut if unfinished(h)]
+    print(
+        f"text mode: finished requests held {sum(map(unfinished, finished))}/{len(finished)}; mid-sentence pauses held "
+        f"{len(held)}/{len(cut)}: {held}"
+    )
+    assert not any(unfinished(h) for h in finished), finished
+    assert held, cut
 
 
 async def test_the_model_runs_locally_even_in_dev_mode_with_cloud_keys(monkeypatch, caplog):

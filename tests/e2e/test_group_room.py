@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from livekit import api, rtc
 
+from agent.group import mentions
 from stack.services import Stack
 from tests.support.ports import loopback_ports
 from tests.support.rtc_client import Client
@@ -140,7 +141,8 @@ async def test_the_addressed_person_is_answered_and_cross_talk_is_left_alone(gro
     # Everyone's words went out under their own identity, and everyone saw the others'.
     for client in (alice, bob, carol):
         assert "game" in heard(client, "bob") and "match" in heard(client, "carol"), client.identity
-        assert "tokyo" in heard(client, "alice") and "jarvis" in heard(client, "alice"), client.identity
+        # The name as Whisper spelt it ("Jaravis" in one run), which is what the agent's policy matched.
+        assert "tokyo" in heard(client, "alice") and mentions(heard(client, "alice"), "Jarvis"), client.identity
     assert "game" not in heard(alice, "alice") + heard(alice, "carol")
 
 

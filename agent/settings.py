@@ -78,7 +78,7 @@ class AgentSettings(BaseSettings):
 
     # Turn taking: "text" = VAD silence, held while the transcript stops mid-sentence ("...a table at"); "model" =
     # livekit's local audio end-of-turn model + VAD; "vad" = VAD silence only.
-    turn_detection: Literal["text", "model", "vad"] = "vad"
+    turn_detection: Literal["text", "model", "vad"] = "text"
     vad_min_silence_s: float = Field(default=0.35, ge=0.1, le=3.0)
     endpointing_min_delay_s: float = Field(default=0.2, ge=0.0, le=5.0)
     endpointing_max_delay_s: float = Field(default=2.0, ge=0.1, le=10.0)

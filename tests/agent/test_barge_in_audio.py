@@ -247,7 +247,7 @@ def reply_script(chat_ctx: llm.ChatContext) -> str:
 @pytest.fixture(scope="module")
 def settings() -> AgentSettings:
     s = AgentSettings(_env_file=None)
-    assert s.turn_detection == "vad", "these tests follow the shipped VAD turn detection"
+    assert s.turn_detection == "text", "these tests follow the shipped turn detection"
     # Warm the engines so the first turn does not pay for loading them.
     WhisperSTT(model="base").transcribe(speak("Hello there.").astype(np.float32) / 32768.0)
     load_hibari(s.tts_voice, s.cpu_threads)
@@ -267,7 +267,8 @@ class Harness:
 
 async def start(settings: AgentSettings) -> Harness:
     vad = pipeline.build_vad(settings)
-    shared = pipeline.Shared(vad=vad, notes=None, memory=None)  # type: ignore[arg-type]
+    detector = pipeline.build_turn_detector(settings)
+    shared = pipeline.Shared(vad=vad, notes=None, memory=None, turn_detector=detector)  # type: ignore[arg-type]
     scripted = ScriptedLLM(reply_script)
     session = AgentSession(
         vad=vad,

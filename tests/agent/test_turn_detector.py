@@ -1,4 +1,5 @@
-"""TURN_DETECTION=model: livekit's local audio end-of-turn model alongside the VAD, heard through a real AgentSession.
+"""TURN_DETECTION=model (livekit's local audio end-of-turn model alongside the VAD) and TURN_DETECTION=text (the
+default: the transcript's last word), heard through a real AgentSession.
 
 Real audio goes in through a scripted microphone in real time (no room): Silero VAD, the streaming local Whisper,
 hibari for the agent's voice and a scripted LLM, with the shipped turn handling (`pipeline.turn_handling`), in the

@@ -133,7 +133,10 @@ def _convert(text: str) -> Route | None:
 
 
 def _notes(text: str) -> Route | None:
-    if match := re.match(r"^(?:please )?(?:remember|make a note|take a note|save a note)(?: that|:)? (.{3,})$", text):
+    # "same a note" / "safe a note": how Whisper often hears "save a note"; the 1.5B LLM then claimed to have saved
+    # it without calling the tool.
+    saying = r"(?:remember|make a note|take a note|(?:save|same|safe) a note)"
+    if match := re.match(rf"^(?:please )?{saying}(?: that|:)? (.{{3,}})$", text):
         return Route("save_note", {"text": match.group(1)})
     if re.search(r"\b(forget|delete|erase|clear)\b.*\b(my notes|all notes|the notes|everything i told you)\b", text):
         return Route("forget_notes", {})

@@ -61,6 +61,7 @@ ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call", "transfer
         ),
         ("Remember that my parking spot is B12.", "save_note", {"text": "my parking spot is b12"}),
         ("Please make a note: call mom on Sunday", "save_note", {"text": "call mom on sunday"}),
+        ("Please same a note that the garage code is 4561.", "save_note", {"text": "the garage code is 4561"}),
         ("What did I ask you to remember?", "recall_notes", {"topic": ""}),
         ("Read me my notes", "recall_notes", {"topic": ""}),
         ("Forget my notes please", "forget_notes", {}),

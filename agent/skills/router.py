@@ -136,7 +136,7 @@ def _notes(text: str) -> Route | None:
     # "same a note" / "safe a note": how Whisper often hears "save a note"; the 1.5B LLM then claimed to have saved
     # it without calling the tool.
     saying = r"(?:remember|make a note|take a note|(?:save|same|safe) a note)"
-    if match := re.match(rf"^(?:please )?{saying}(?: that|:)? (.{{3,}})$", text):
+    if match := re.match(rf"^(?:please,? )?{saying}[,:]?(?: that,?)? (.{{3,}})$", text):
         return Route("save_note", {"text": match.group(1)})
     if re.search(r"\b(forget|delete|erase|clear)\b.*\b(my notes|all notes|the notes|everything i told you)\b", text):
         return Route("forget_notes", {})
@@ -191,6 +191,8 @@ def route(utterance: str, enabled: set[str], home: str = "UTC") -> Route | None:
             found = _time(text, home)
         else:
             found = parse(numeric if name in ("calculate", "convert_units") else text)
+        if found and found.tool == "save_note" and utterance.strip().endswith("?"):
+            found = None  # "Remember when we met?" is a question, not something to note
         if name in enabled and found and found.tool in enabled:
             return found
     return None

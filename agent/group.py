@@ -682,6 +682,8 @@ async def run(
     )
     pipeline.log_turn_metrics(session)
     metrics.attach(session, fast_path_prefix=fast_path_prefix)
+    for role, provider in (("stt", speech_to_text), ("llm", session.llm), ("tts", session.tts)):
+        metrics.watch_fallbacks(role, provider)  # a switch to a local provider is logged and counted here too
     group = GroupRoom(ctx, session, s, speech_to_text)
     # The session speaks and publishes the agent's transcript; listening is per person (GroupRoom).
     options_out = RoomOptions(audio_input=False, text_input=False, close_on_disconnect=False)

@@ -251,7 +251,9 @@ async def test_text_mode_waits_out_a_pause_after_a_dangling_word_and_answers_the
     text = await converse("text", clip, settle_s=3.0)
     assert len(text.turns) == 1, text.report()
     at, said = text.turns[0]
-    assert at > 0 and "table for" in said.lower() and "tonight" in said.lower(), text.report()
+    # The words after the pause joined the turn (Whisper hears them variously: "4 people at 8 tonight", "4 4 4").
+    first_half = "could you book me a table for"
+    assert at > 0 and first_half in said.lower() and len(said.split()) > len(first_half.split()), text.report()
     assert text.replies and all(t > 0 for t in text.replies) and text.replies[0] < 3.0, text.report()
 
 

@@ -6,8 +6,10 @@ module beside this one. A skill that fails raises ToolError with a sentence the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from livekit.agents import AgentSession, RunContext, ToolError, function_tool, llm
 from livekit.agents.beta.tools import EndCallTool
@@ -122,8 +124,26 @@ async def forget_notes(context: RunContext) -> str:
     return f"Done. I deleted {count} note{'' if count == 1 else 's'} and forgot our earlier calls."
 
 
+FAREWELL = re.compile(
+    r"\b(good ?bye|bye|good ?night|see (you|ya)|talk (to you )?(later|soon)|hang up|end (the|this|our) call|"
+    r"that'?s (all|it)|i'?m (done|finished)|(got|have) to go|gotta go|take care|farewell)\b",
+    re.IGNORECASE,
+)
+
+
+class EndCall(EndCallTool):
+    """livekit's end_call, which hangs up only after the person has said goodbye: a small model sometimes calls it
+    on a greeting ("Hi there, how are you?"), and a hung-up call cannot be undone."""
+
+    async def _end_call(self, ctx: RunContext) -> Any | None:
+        said = [i.text_content or "" for i in ctx.session.history.items if i.type == "message" and i.role == "user"]
+        if not (said and FAREWELL.search(said[-1])):
+            raise ToolError("The person has not said goodbye, so the call goes on: answer what they said.")
+        return await super()._end_call(ctx)
+
+
 def _end_call() -> list[llm.Tool | llm.Toolset]:
-    return [EndCallTool(extra_description="Say a short, friendly goodbye.", end_instructions="say a short goodbye")]
+    return [EndCall(extra_description="Say a short, friendly goodbye.", end_instructions="say a short goodbye")]
 
 
 SKILLS: dict[str, Callable[[], list[llm.Tool | llm.Toolset]]] = {

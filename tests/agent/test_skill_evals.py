@@ -123,3 +123,22 @@ async def test_end_call_says_goodbye_and_closes_the_session():
         result.expect.next_event().is_function_call_output(is_error=False)
         result.expect.next_event().is_message(role="assistant")
         await asyncio.wait_for(closed.wait(), 10)
+
+
+async def test_end_call_without_a_goodbye_does_not_hang_up():
+    # The packaged 1.5B model once called end_call on "Hi mayor, how are you doing today?" (Whisper's "Hi there").
+    greeting = "Hi mayor, how are you doing today?"
+    scripted, session = session_for({greeting: ("end_call", {})})
+    closed = asyncio.Event()
+    session.on("close", lambda _ev: closed.set())
+    async with scripted, session:
+        await session.start(Assistant())
+        result = await session.run(user_input=greeting)
+        result.expect.next_event().is_function_call(name="end_call")
+        result.expect.next_event().is_function_call_output(is_error=True)
+        result.expect.next_event().is_message(role="assistant")
+        await asyncio.sleep(1.0)
+        assert not closed.is_set()
+        # The call goes on: the next request is answered.
+        result = await session.run(user_input="What can you do?")
+        assert result.expect.next_event().is_message(role="assistant").event().item.text_content

@@ -2,10 +2,10 @@
 
 A reply's first words decide how fast the agent sounds: waiting for a whole first sentence costs the time the LLM
 takes to write it (0.5-1.5 s on a small local model). So the first clause goes to the TTS as soon as it is complete:
-at its punctuation ("Sure, ...", "Octopuses have three hearts,"), or where a new phrase begins, before a word such
-as "because", "and", "in" or "with" ("The sky is blue | because of ...", "The largest planet | in the solar system
-is Jupiter."), the places a speaker would pause. The rest of the reply is cut into whole sentences, which sound
-better, by livekit's own tokenizer; the LLM writes them while the first phrase plays.
+at its punctuation ("Octopuses have three hearts,", or a short sentence: "Hello!"), or where a new phrase begins,
+before a word such as "because", "and", "in" or "with" ("The sky is blue | because of ...", "The largest planet |
+in the solar system is Jupiter."), the places a speaker would pause. The rest of the reply is cut into whole
+sentences, which sound better, by livekit's own tokenizer; the LLM writes them while the first phrase plays.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from livekit.agents.tokenize.token_stream import BufferedSentenceStream
 from livekit.agents.tokenize.tokenizer import TokenData
 
 CLAUSE_END = re.compile(r"[,;:.!?](?=\s)")
+SENTENCE_END = re.compile(r"[.!?](?=\s)")
+ABBREVIATIONS = frozenset(["mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "vs", "etc", "approx"])
 WORD = re.compile(r"\S+(?=\s)")  # a word the LLM has finished writing
-MIN_CLAUSE_WORDS = 3  # a shorter first piece leaves a gap while the LLM writes the next one
+MIN_CLAUSE_WORDS = 3  # a shorter first piece leaves a gap while the LLM writes the next one (unless a sentence)
 # Words that open a new phrase: a pause before them sounds natural. Not "of" or "to", which bind to what precedes
 # them ("the capital | of Japan", "I'd love | to help").
 OPENERS = (
@@ -73,6 +75,12 @@ def first_cut(text: str) -> int | None:
     for n, word in enumerate(WORD.finditer(text)):
         if n >= MIN_CLAUSE_WORDS and word.group().lower() in PHRASE_OPENERS:
             return word.start()
-        if CLAUSE_END.match(text, word.end() - 1) and n + 1 >= MIN_CLAUSE_WORDS:
+        if CLAUSE_END.match(text, word.end() - 1) and (n + 1 >= MIN_CLAUSE_WORDS or _sentence(word.group())):
             return word.end()
     return None
+
+
+def _sentence(word: str) -> bool:
+    """Whether a short first piece ending in `word` is a whole sentence ("Sure!", "Hello there."), not "Dr." or "1."."""
+    stem = word[:-1].lower()
+    return SENTENCE_END.match(word + " ", len(word) - 1) is not None and stem not in ABBREVIATIONS and stem.isalpha()

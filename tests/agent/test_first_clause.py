@@ -44,6 +44,8 @@ async def speak_pieces(reply: str) -> list[tuple[str, int]]:
         ("Octopuses have three hearts, and blue blood.", "Octopuses have three hearts,"),
         ("Why was the math book sad? Because it had too many problems.", "Why was the math book sad?"),
         ("The capital of Japan is Tokyo. It is a huge city.", "The capital of Japan is Tokyo."),
+        ("Hello! I'm just a computer program, but I'm here to help.", "Hello!"),
+        ("Sure. Here is a name for a black cat: Shadow.", "Sure."),
     ],
 )
 async def test_the_first_phrase_goes_out_before_the_sentence_is_finished(reply, first):
@@ -58,6 +60,11 @@ async def test_short_openings_and_binding_words_do_not_cut_a_phrase_apart():
     # "Sure," is too short to say on its own; "of" and "to" bind to what precedes them.
     pieces = await speak_pieces("Sure, the capital of France is Paris, a city I would love to visit.")
     assert pieces[0][0] == "Sure, the capital of France is Paris,"
+
+
+async def test_abbreviations_and_numbers_do_not_end_a_first_sentence():
+    assert (await speak_pieces("Dr. Watson lived in London."))[0][0] == "Dr. Watson lived"
+    assert (await speak_pieces("1. Paris is a city in France."))[0][0] == "1. Paris is a city"
 
 
 async def test_a_reply_without_any_break_is_spoken_whole():

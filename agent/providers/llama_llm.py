@@ -22,6 +22,8 @@ from typing import Any
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
+from agent import cpu
+
 logger = logging.getLogger("agent.llm")
 
 TOOL_MARKERS = ("<tool_call>", "<tools>", "```", '{"name"', '{"function"', '{"type": "function"')
@@ -43,10 +45,10 @@ class Engine:
     def prefill(self, text: str) -> int:
         """Evaluates `text` as the start of the next prompt, so that prompt finds it cached.
 
-        Runs only while no generation needs the model, in small steps that stop as soon as one does.
-        Returns how many tokens it evaluated.
+        Runs only while no generation needs the model and no urgent work runs (`agent.cpu`), in small steps that stop
+        as soon as either starts. Returns how many tokens it evaluated.
         """
-        if self.waiting or not self.lock.acquire(blocking=False):
+        if self.waiting or cpu.busy() or not self.lock.acquire(blocking=False):
             return 0
         try:
             llama = self.llama
@@ -57,7 +59,7 @@ class Engine:
             llama.n_tokens = min(llama.n_tokens, cached)
             done = 0
             for start in range(cached, len(tokens), PREFILL_STEP):
-                if self.waiting:
+                if self.waiting or cpu.busy():
                     break
                 step = tokens[start : start + PREFILL_STEP]
                 llama.eval(step)
@@ -302,7 +304,7 @@ class LlamaStream(llm.LLMStream):
             engine = self._model._engine
             engine.waiting += 1
             try:
-                with engine.lock:
+                with cpu.urgent(), engine.lock:
                     engine.waiting -= 1
                     llama = engine.llama
                     tokens = llama.tokenize(prompt.encode(), add_bos=False, special=True)

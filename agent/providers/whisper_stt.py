@@ -28,6 +28,7 @@ from livekit import rtc
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, stt, utils, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
+from agent import cpu
 from agent.models import whisper_model
 from agent.providers.stt_fallback import unheard
 
@@ -102,19 +103,33 @@ class WhisperSTT(stt.STT):
         """Blocking decode of float32 16 kHz mono samples; returns the text (may be empty)."""
         if audio.size < SAMPLE_RATE // 10:
             return ""
-        language = language or self._language
-        beam = beam_size or self._beam_size
         with self._whisper.lock:
-            if audio.size <= (MAX_WINDOW_S - 1) * SAMPLE_RATE and language:
-                return self._decode_window(audio, language, beam)
-            segments, _ = self._whisper.model.transcribe(
-                audio,
-                language=language or None,
-                beam_size=beam,
-                condition_on_previous_text=False,
-                vad_filter=False,
-            )
-            texts = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
+            return self._transcribe(audio, language or self._language, beam_size or self._beam_size)
+
+    def timed_transcribe(
+        self, audio: np.ndarray, language: str | None = None, beam_size: int | None = None
+    ) -> tuple[str, float, float]:
+        """`transcribe` of a final transcript, which someone waits for: background work gives way meanwhile.
+        Also returns the seconds spent waiting for the model and decoding."""
+        if audio.size < SAMPLE_RATE // 10:
+            return "", 0.0, 0.0
+        asked = time.perf_counter()
+        with cpu.urgent(), self._whisper.lock:
+            began = time.perf_counter()
+            text = self._transcribe(audio, language or self._language, beam_size or self._beam_size)
+            return text, began - asked, time.perf_counter() - began
+
+    def _transcribe(self, audio: np.ndarray, language: str, beam: int) -> str:
+        if audio.size <= (MAX_WINDOW_S - 1) * SAMPLE_RATE and language:
+            return self._decode_window(audio, language, beam)
+        segments, _ = self._whisper.model.transcribe(
+            audio,
+            language=language or None,
+            beam_size=beam,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        texts = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
         return " ".join(t.strip() for t in texts).strip()
 
     def _decode_window(self, audio: np.ndarray, language: str, beam: int) -> str:
@@ -149,7 +164,7 @@ class WhisperSTT(stt.STT):
     ) -> stt.SpeechEvent:
         audio = to_mono_16k(buffer)
         lang = language if isinstance(language, str) else self._language
-        text = await asyncio.to_thread(self.transcribe, audio, lang)
+        text, _, _ = await asyncio.to_thread(self.timed_transcribe, audio, lang)
         return _event(stt.SpeechEventType.FINAL_TRANSCRIPT, text, lang)
 
     def stream(
@@ -209,7 +224,8 @@ class WhisperStream(stt.RecognizeStream):
         silent_s = 0.0
         interim_at = 0  # utterance length (samples) at the last interim decode
         decoding: asyncio.Task | None = None  # the interim decode in flight
-        speculative: tuple[int, asyncio.Task[str]] | None = None  # (utterance length, its decode)
+        # (utterance length, silence heard when it began, its decode)
+        speculative: tuple[int, float, asyncio.Task[tuple[str, float, float]]] | None = None
 
         def audio() -> np.ndarray:
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
@@ -242,28 +258,36 @@ class WhisperStream(stt.RecognizeStream):
                         speculative = None
                 if silent_s >= owner._speculate_after_s and speculative is None:
                     snapshot = audio()
-                    speculative = (samples, asyncio.create_task(asyncio.to_thread(owner.transcribe, snapshot)))
+                    decode = asyncio.to_thread(owner.timed_transcribe, snapshot)
+                    speculative = (samples, silent_s, asyncio.create_task(decode))
                 elif (
                     silent_s == 0.0
                     and samples - interim_at >= owner._interim_interval_s * SAMPLE_RATE
                     and samples <= (MAX_WINDOW_S - 1) * SAMPLE_RATE
                     and (decoding is None or decoding.done())
+                    and not cpu.busy()
                 ):
                     interim_at = samples
                     decoding = asyncio.create_task(interim(audio()))
                 if samples >= MAX_UTTERANCE_S * SAMPLE_RATE:
-                    await final(await asyncio.to_thread(owner.transcribe, audio()))
+                    await final((await asyncio.to_thread(owner.timed_transcribe, audio()))[0])
                     chunks, samples, interim_at, speculative = [], 0, 0, None
             elif ev.type == vad.VADEventType.END_OF_SPEECH and speaking:
                 speaking = False
                 started = time.perf_counter()
                 if speculative is not None:
-                    text = await speculative[1]
-                    how = "speculative"
+                    text, waited, took = await speculative[2]
+                    how = f"decode began {speculative[1]:.2f} s into the silence"
                 else:
-                    text = await asyncio.to_thread(owner.transcribe, audio())
-                    how = "at end of speech"
-                logger.debug("final transcript %.3f s after end of speech (%s)", time.perf_counter() - started, how)
+                    text, waited, took = await asyncio.to_thread(owner.timed_transcribe, audio())
+                    how = "decoded at end of speech"
+                logger.info(
+                    "final transcript %.3f s after end of speech (%s; waited %.3f s for the model, decoded in %.3f s)",
+                    time.perf_counter() - started,
+                    how,
+                    waited,
+                    took,
+                )
                 await final(text)
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.END_OF_SPEECH))
                 chunks, samples, speculative = [], 0, None

@@ -31,7 +31,7 @@ from livekit.agents import (
 )
 from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
-from livekit.agents.voice.room_io import RoomOptions
+from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from agent import echo, group, memory, metrics, personas, phone, pipeline, skills, tracing, waterfall
 from agent.providers.llama_llm import LlamaLLM
@@ -250,7 +250,11 @@ async def entrypoint(ctx: JobContext) -> None:
         # call, so the local LLM finds it cached.
         earlier.add_message(role="system", content=call.context())
     # Talk with the participant whose identity the notes and memories are kept under.
-    linked = RoomOptions(participant_identity=caller.identity)
+    # 16 kHz is what the VAD and Whisper take (WebRTC resamples, in Rust); 20 ms frames reach the VAD 15 ms sooner on
+    # average than livekit's 50 ms default.
+    linked = RoomOptions(
+        participant_identity=caller.identity, audio_input=AudioInputOptions(sample_rate=16000, frame_size_ms=20)
+    )
     persona = pipeline.dispatch_options(ctx.job.metadata).get("persona", settings.persona)
     try:
         agent = PersonaAgent(personas.get(str(persona)), chat_ctx=earlier)

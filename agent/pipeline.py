@@ -136,7 +136,8 @@ def _local_llm(s: AgentSettings) -> llm.LLM:
     return LlamaLLM(
         model_path=gguf_path(s),
         n_ctx=s.llm_context_tokens,
-        n_threads=s.cpu_threads,
+        n_threads=s.llm_threads,
+        n_threads_batch=s.cpu_threads,
         temperature=s.llm_temperature,
         max_tokens=s.llm_max_tokens,
     )
@@ -187,7 +188,9 @@ def _local_tts(s: AgentSettings, voice: str | None, speed: float) -> tts.TTS:
     from agent.providers.first_clause import FirstClauseTokenizer
     from agent.providers.hibari_tts import HibariTTS
 
-    options = {"speed": s.tts_speed * speed, "threads": s.cpu_threads, "voice_base_url": s.tts_voice_base_url}
+    # One thread: hibari runs ~100x real time on one core, and a second onnxruntime thread spins between sentences,
+    # taking CPU from the LLM that is writing the next one.
+    options = {"speed": s.tts_speed * speed, "threads": 1, "voice_base_url": s.tts_voice_base_url}
     try:
         synth = HibariTTS(voice=voice or s.tts_voice, **options)
     except Exception as exc:  # a persona's voice that is not packaged and cannot be downloaded here

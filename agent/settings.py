@@ -89,6 +89,8 @@ class AgentSettings(BaseSettings):
     false_interruption_timeout_s: float = Field(default=1.5, ge=0.2, le=10.0)
 
     cpu_threads: int = Field(default=2, ge=1)
+    # Threads the local LLM writes a reply with, token by token (prompts are read with CPU_THREADS).
+    llm_threads: int = Field(default=2, ge=1)
     # Sessions one worker takes before it reports itself full (local models share the CPU; remote providers
     # let a worker carry many more).
     max_sessions: int = Field(default=4, ge=1, le=1000)

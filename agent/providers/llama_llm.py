@@ -70,7 +70,8 @@ class Engine:
 
 
 @lru_cache(maxsize=2)
-def load_llama(model_path: str, n_ctx: int, n_threads: int) -> Engine:
+def load_llama(model_path: str, n_ctx: int, n_threads: int, n_threads_batch: int | None = None) -> Engine:
+    """`n_threads` write the reply token by token, `n_threads_batch` evaluate prompts."""
     try:
         from llama_cpp import Llama
     except ImportError as exc:  # built by scripts/setup with CPU-specific flags
@@ -79,7 +80,7 @@ def load_llama(model_path: str, n_ctx: int, n_threads: int) -> Engine:
         model_path=model_path,
         n_ctx=n_ctx,
         n_threads=n_threads,
-        n_threads_batch=n_threads,
+        n_threads_batch=n_threads_batch or n_threads,
         n_batch=512,
         verbose=False,
     )
@@ -213,12 +214,13 @@ class LlamaLLM(llm.LLM):
         model_path: str,
         n_ctx: int = 4096,
         n_threads: int = 2,
+        n_threads_batch: int | None = None,
         temperature: float = 0.2,
         max_tokens: int = 200,
     ) -> None:
         super().__init__()
         self._model_path = model_path
-        self._engine = load_llama(model_path, n_ctx, n_threads)
+        self._engine = load_llama(model_path, n_ctx, n_threads, n_threads_batch)
         self._temperature = temperature
         self._max_tokens = max_tokens
 

@@ -87,7 +87,8 @@ class PersonaAgent(Agent):
             yield chunk
 
     async def stt_node(self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings):
-        async for event in Agent.default.stt_node(self, metrics.count_frames("in", audio), model_settings):
+        heard = waterfall.heard(self.session, metrics.count_frames("in", audio))
+        async for event in Agent.default.stt_node(self, heard, model_settings):
             yield event
 
     async def tts_node(self, text: AsyncIterable[str], model_settings: ModelSettings) -> AsyncIterator[rtc.AudioFrame]:

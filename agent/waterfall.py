@@ -1,6 +1,7 @@
 """Per-turn latency waterfall: when each stage of a turn happened, counted from the end of the user's speech.
 
 Stages (seconds after the user stopped speaking, by the VAD):
+  vad_delay        how long before that the last voiced audio had arrived (the VAD's own share of the wait)
   transcript       final transcript ready
   end_of_turn      the turn was committed
   llm_request      the reply's first LLM (or fast-path) request began (may precede end_of_turn: preemptive)
@@ -23,6 +24,7 @@ import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice import ConversationItemAddedEvent, UserStateChangedEvent
@@ -53,6 +55,8 @@ class TurnClock:
     marks: dict[str, float] = field(default_factory=dict)
     user_stopped_at: float | None = None
     turns: int = 0
+    loud_at: float | None = None  # when the latest voiced input frame arrived
+    voiced_until: float | None = None  # loud_at when the user stopped speaking
 
     def mark(self, stage: str, at: float | None = None) -> None:
         self.marks.setdefault(stage, time.time() if at is None else at)
@@ -78,6 +82,8 @@ class TurnClock:
             "interrupted": interrupted,
             **{stage: round(self.marks[stage] - speech_end, 4) for stage in STAGES if stage in self.marks},
         }
+        if self.voiced_until is not None and abs(speech_end - self.voiced_until) < 2.0:
+            record["vad_delay"] = round(speech_end - self.voiced_until, 4)
         self.reset()
         return record
 
@@ -104,6 +110,7 @@ def attach(session: AgentSession, room: rtc.Room | None = None) -> TurnClock:
             pending_user.clear()
         elif ev.old_state == "speaking":
             clock.user_stopped_at = time.time()
+            clock.voiced_until = clock.loud_at
 
     @session.on("conversation_item_added")
     def _on_item(ev: ConversationItemAddedEvent) -> None:
@@ -127,6 +134,19 @@ def attach(session: AgentSession, room: rtc.Room | None = None) -> TurnClock:
             clock.publish(record)
 
     return clock
+
+
+LOUD = 10 ** (-40 / 20) * 32768  # -40 dBFS: voice, not room noise
+
+
+async def heard(session: AgentSession, audio: AsyncIterable[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
+    """Passes the user's audio to the STT, noting when voiced audio last arrived."""
+    async for frame in audio:
+        if (clock := _clocks.get(session)) is not None and frame.samples_per_channel:
+            pcm = np.frombuffer(frame.data, dtype=np.int16).astype(np.float32)
+            if np.sqrt(np.mean(pcm * pcm)) > LOUD:
+                clock.loud_at = time.time()
+        yield frame
 
 
 def mark(session: AgentSession | None, stage: str) -> None:

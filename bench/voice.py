@@ -79,6 +79,7 @@ class Turn:
     reply: str = ""
     v2v: float | None = None  # client: last voiced frame sent -> first audible agent frame received
     vad_lag: float | None = None  # the agent's speech-end estimate minus the client's last voiced frame
+    network: float | None = None  # of which: until that frame arrived at the agent (the rest is the VAD's)
     stages: dict[str, float] = field(default_factory=dict)
     correct: bool | None = None
     word_errors: int = 0
@@ -175,6 +176,8 @@ async def run(turns: int, env: dict[str, str], log_dir: Path) -> list[Turn]:
                     record = records[records_before]
                     turn.stages = {k: record[k] for k in STAGES if k in record}
                     turn.vad_lag = record["speech_end"] - (end + epoch)
+                    if "vad_delay" in record:
+                        turn.network = turn.vad_lag - record["vad_delay"]
                 results.append(turn)
                 print(
                     f"  {n + 1:2d}/{turns} {kind:5s} v2v {fmt(turn.v2v)}  {'ok ' if turn.correct else 'BAD'} "
@@ -196,11 +199,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def report(results: list[Turn]) -> None:
-    columns = ["v2v", "vad_lag", *STAGES]
+    columns = ["v2v", "network", "vad_lag", *STAGES]
     print("\nPer turn, milliseconds (stages counted from the end of speech as the agent's VAD saw it):")
     print(f"{'#':>3} {'kind':5s} " + " ".join(f"{c[:11]:>11s}" for c in columns) + "  ok  request")
     for n, t in enumerate(results, 1):
-        cells = [fmt(t.v2v), fmt(t.vad_lag), *(fmt(t.stages.get(s)) for s in STAGES)]
+        cells = [fmt(t.v2v), fmt(t.network), fmt(t.vad_lag), *(fmt(t.stages.get(s)) for s in STAGES)]
         ok = "yes" if t.correct else "NO "
         print(f"{n:3d} {t.kind:5s} " + " ".join(f"{c:>11s}" for c in cells) + f"  {ok} {t.request}")
     print("\nSummary (ms):")
@@ -211,8 +214,8 @@ def report(results: list[Turn]) -> None:
             continue
         line = f"  {kind:5s} n={len(v2v):2d}  v2v p50 {pct(v2v, 0.5) * 1000:5.0f}  p95 {pct(v2v, 0.95) * 1000:5.0f}"
         medians = []
-        for stage in ("vad_lag", *STAGES):
-            values = [t.vad_lag if stage == "vad_lag" else t.stages.get(stage) for t in sel]
+        for stage in ("network", "vad_lag", *STAGES):
+            values = [getattr(t, stage) if stage in ("network", "vad_lag") else t.stages.get(stage) for t in sel]
             values = [v for v in values if v is not None]
             if values:
                 medians.append(f"{stage} {statistics.median(values) * 1000:.0f}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ class WhisperSTT(stt.STT):
         cpu_threads: int = 2,
         vad: vad.VAD | None = None,
         interim_interval_s: float = 1.0,
-        speculate_after_s: float = 0.06,
+        speculate_after_s: float = 0.03,
     ) -> None:
         """With a `vad`, the STT streams (interim and early final transcripts); without, it decodes what it is given."""
         streaming = vad is not None
@@ -155,7 +156,7 @@ class WhisperSTT(stt.STT):
         )[0]
         if result.no_speech_prob > 0.6 and result.scores[0] < -1.0:
             return ""
-        return tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
+        return without_repeats(tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip())
 
     async def _recognize_impl(
         self,
@@ -179,6 +180,23 @@ class WhisperSTT(stt.STT):
         for frame in unheard():  # taking over from a cloud STT that died mid-utterance: start from its words
             stream.push_frame(frame)
         return stream
+
+
+SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
+
+
+def without_repeats(text: str) -> str:
+    """Drops a sentence said again right after itself: Whisper, given a window longer than the speech, sometimes
+    fills it by repeating the utterance ("How many ounces are in a pound? How many ounces are in a pound?")."""
+    kept: list[str] = []
+    for sentence in SENTENCE_BREAK.split(text):
+        if not kept or _words(sentence) != _words(kept[-1]):
+            kept.append(sentence)
+    return " ".join(kept)
+
+
+def _words(sentence: str) -> list[str]:
+    return re.findall(r"[\w']+", sentence.lower())
 
 
 @lru_cache(maxsize=8)

@@ -11,7 +11,7 @@ from livekit import rtc
 from livekit.agents import stt
 from livekit.plugins import silero
 
-from agent.providers.whisper_stt import WhisperSTT
+from agent.providers.whisper_stt import WhisperSTT, without_repeats
 from tests.support.speech import SAMPLE_RATE, last_voiced_index, speak
 from tests.support.stt_stream import listen, silence, texts
 
@@ -88,3 +88,16 @@ async def test_clipped_audio_is_still_transcribed(whisper):
     events = await listen(whisper, np.concatenate([silence(0.3), clipped, silence(1.0)]), realtime=False)
     finals = texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
     assert len(finals) == 1 and "kitchen" in finals[0].lower() and "light" in finals[0].lower(), finals
+
+
+@pytest.mark.parametrize(
+    ("decoded", "kept"),
+    [
+        ("How many ounces are in a pound? How many ounces are in a pound?", "How many ounces are in a pound?"),
+        ("What is the capital of Japan? What is the capital of Japan.", "What is the capital of Japan?"),
+        ("Hello. How are you? Hello.", "Hello. How are you? Hello."),  # said again later: kept
+        ("It is four four four.", "It is four four four."),
+    ],
+)
+def test_a_sentence_whisper_repeats_right_after_itself_is_dropped(decoded, kept):
+    assert without_repeats(decoded) == kept

@@ -40,6 +40,7 @@ FRAMES_PER_SECOND = 100  # Whisper's mel frames
 MIN_WINDOW_S = 10.0  # shorter encoder windows start to repeat themselves
 MAX_WINDOW_S = 30.0
 MAX_UTTERANCE_S = 60.0  # a longer monologue is cut into several finals (bounded memory)
+VOICED = 10 ** (-40 / 20)  # RMS of a window with voice in it (-40 dBFS)
 
 
 @dataclass
@@ -241,10 +242,12 @@ class WhisperStream(stt.RecognizeStream):
         chunks: list[np.ndarray] = []
         samples = 0
         speaking = False
-        silent_s = 0.0
+        silent_s = 0.0  # below the VAD's exit threshold
+        quiet_s = 0.0  # below VOICED
+        last_p = 1.0
         interim_at = 0  # utterance length (samples) at the last interim decode
         decoding: asyncio.Task | None = None  # the interim decode in flight
-        # (utterance length, silence heard when it began, its decode)
+        # (utterance length, quiet heard when it began, its decode)
         speculative: tuple[int, float, asyncio.Task[tuple[str, float, float]]] | None = None
 
         def audio() -> np.ndarray:
@@ -261,7 +264,7 @@ class WhisperStream(stt.RecognizeStream):
 
         async for ev in vad_stream:
             if ev.type == vad.VADEventType.START_OF_SPEECH:
-                speaking, silent_s, interim_at, speculative = True, 0.0, 0, None
+                speaking, silent_s, quiet_s, last_p, interim_at, speculative = True, 0.0, 0.0, 1.0, 0, None
                 chunks = [to_mono_16k(ev.frames)] if ev.frames else []
                 samples = sum(c.size for c in chunks)
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.START_OF_SPEECH))
@@ -270,16 +273,19 @@ class WhisperStream(stt.RecognizeStream):
                 chunks.append(chunk)
                 samples += chunk.size
                 window_s = chunk.size / SAMPLE_RATE
-                if ev.probability < threshold:
-                    silent_s += window_s
-                else:
-                    silent_s = 0.0
-                    if speculative is not None:  # they spoke on: that decode is stale
-                        speculative = None
-                if silent_s >= owner._speculate_after_s and speculative is None:
+                loud = chunk.size > 0 and float(np.sqrt(np.mean(chunk * chunk))) >= VOICED
+                quiet_s = 0.0 if loud else quiet_s + window_s
+                silent_s = silent_s + window_s if ev.probability < threshold else 0.0
+                # The voice is back (not the VAD's probability decaying after it stopped): that decode is stale.
+                if speculative is not None and (loud or (ev.probability >= threshold and ev.probability >= last_p)):
+                    speculative = None
+                # Silero's probability takes 2-4 windows to decay after the voice stops; two quiet windows with a
+                # falling probability start the decode that much sooner (no mid-sentence dip looked like that).
+                ending = quiet_s >= 2 * window_s and ev.probability < last_p and ev.probability < 0.9
+                if (silent_s >= owner._speculate_after_s or ending) and speculative is None:
                     snapshot = audio()
                     decode = asyncio.to_thread(owner.timed_transcribe, snapshot)
-                    speculative = (samples, silent_s, asyncio.create_task(decode))
+                    speculative = (samples, quiet_s, asyncio.create_task(decode))
                 elif (
                     silent_s == 0.0
                     and samples - interim_at >= owner._interim_interval_s * SAMPLE_RATE
@@ -292,12 +298,13 @@ class WhisperStream(stt.RecognizeStream):
                 if samples >= MAX_UTTERANCE_S * SAMPLE_RATE:
                     await final((await asyncio.to_thread(owner.timed_transcribe, audio()))[0])
                     chunks, samples, interim_at, speculative = [], 0, 0, None
+                last_p = ev.probability
             elif ev.type == vad.VADEventType.END_OF_SPEECH and speaking:
                 speaking = False
                 started = time.perf_counter()
                 if speculative is not None:
                     text, waited, took = await speculative[2]
-                    how = f"decode began {speculative[1]:.2f} s into the silence"
+                    how = f"decode began {speculative[1]:.3f} s after the voice stopped"
                 else:
                     text, waited, took = await asyncio.to_thread(owner.timed_transcribe, audio())
                     how = "decoded at end of speech"

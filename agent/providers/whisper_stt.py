@@ -3,9 +3,9 @@
 Whisper has no streaming mode, so the stream makes one:
 - its own VAD (the worker's Silero model) cuts the audio into utterances;
 - while someone speaks, the growing utterance is re-decoded about once a second (greedy) for interim transcripts;
-- as soon as the VAD hears a short silence, the utterance is decoded in full, speculatively; when that silence
-  becomes the end of speech, the final transcript is already there (it is decoded again only if the person
-  spoke on in between).
+- as soon as the voice stops (two quiet windows while the VAD's probability falls), the utterance is decoded in
+  full, speculatively, on a core of its own; when that silence becomes the end of speech, the final transcript is
+  already there or nearly (it is decoded again only if the person spoke on in between).
 Decoding uses an encoder window fitted to the utterance (10 s for short ones) instead of Whisper's fixed 30 s:
 two to three times faster on CPU with the same accuracy on our clips; longer audio takes the regular path.
 """
@@ -40,7 +40,7 @@ FRAMES_PER_SECOND = 100  # Whisper's mel frames
 MIN_WINDOW_S = 10.0  # shorter encoder windows start to repeat themselves
 MAX_WINDOW_S = 30.0
 MAX_UTTERANCE_S = 60.0  # a longer monologue is cut into several finals (bounded memory)
-VOICED = 10 ** (-40 / 20)  # RMS of a window with voice in it (-40 dBFS)
+QUIET = 10 ** (-30 / 20)  # a window 30 dB below the utterance's loudest one has no voice in it
 
 
 @dataclass
@@ -82,7 +82,7 @@ class WhisperSTT(stt.STT):
         cpu_threads: int = 2,
         vad: vad.VAD | None = None,
         interim_interval_s: float = 1.0,
-        speculate_after_s: float = 0.03,
+        speculate_after_s: float = 0.1,
     ) -> None:
         """With a `vad`, the STT streams (interim and early final transcripts); without, it decodes what it is given."""
         streaming = vad is not None
@@ -243,7 +243,8 @@ class WhisperStream(stt.RecognizeStream):
         samples = 0
         speaking = False
         silent_s = 0.0  # below the VAD's exit threshold
-        quiet_s = 0.0  # below VOICED
+        quiet_s = 0.0  # quiet: no voice in the audio itself
+        peak = 0.0  # the utterance's loudest window (RMS)
         last_p = 1.0
         interim_at = 0  # utterance length (samples) at the last interim decode
         decoding: asyncio.Task | None = None  # the interim decode in flight
@@ -264,7 +265,8 @@ class WhisperStream(stt.RecognizeStream):
 
         async for ev in vad_stream:
             if ev.type == vad.VADEventType.START_OF_SPEECH:
-                speaking, silent_s, quiet_s, last_p, interim_at, speculative = True, 0.0, 0.0, 1.0, 0, None
+                speaking, silent_s, quiet_s, peak, last_p = True, 0.0, 0.0, 0.0, 1.0
+                interim_at, speculative = 0, None
                 chunks = [to_mono_16k(ev.frames)] if ev.frames else []
                 samples = sum(c.size for c in chunks)
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.START_OF_SPEECH))
@@ -273,14 +275,18 @@ class WhisperStream(stt.RecognizeStream):
                 chunks.append(chunk)
                 samples += chunk.size
                 window_s = chunk.size / SAMPLE_RATE
-                loud = chunk.size > 0 and float(np.sqrt(np.mean(chunk * chunk))) >= VOICED
+                level = float(np.sqrt(np.mean(chunk * chunk))) if chunk.size else 0.0
+                peak = max(peak, level)
+                loud = level > peak * QUIET
                 quiet_s = 0.0 if loud else quiet_s + window_s
                 silent_s = silent_s + window_s if ev.probability < threshold else 0.0
                 # The voice is back (not the VAD's probability decaying after it stopped): that decode is stale.
                 if speculative is not None and (loud or (ev.probability >= threshold and ev.probability >= last_p)):
                     speculative = None
-                # Silero's probability takes 2-4 windows to decay after the voice stops; two quiet windows with a
-                # falling probability start the decode that much sooner (no mid-sentence dip looked like that).
+                # Silero's probability takes 2-4 windows to decay after the voice stops: two quiet windows with a
+                # falling probability start the decode sooner (76 vs 109 ms after the voice, median of 66 clips), and
+                # fire less often inside a sentence than one window under the VAD's threshold (22 vs 60 windows). In
+                # a room too noisy for quiet windows, `speculate_after_s` of VAD silence starts it.
                 ending = quiet_s >= 2 * window_s and ev.probability < last_p and ev.probability < 0.9
                 if (silent_s >= owner._speculate_after_s or ending) and speculative is None:
                     snapshot = audio()

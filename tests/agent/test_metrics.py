@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import numpy as np
+import pytest
+from livekit import rtc
 from livekit.agents import AgentSession, llm
 from prometheus_client import REGISTRY, generate_latest
 
-from agent import metrics
+from agent import metrics, waterfall
 from agent.main import ROUTED, Assistant
 from agent.skills import CallContext
 from tests.support.scripted_llm import ScriptedLLM
@@ -66,3 +71,22 @@ def test_a_turn_waterfall_fills_the_stage_histograms():
     # No room, participant or transcript ever becomes a label (HELP lines may say "group rooms").
     samples = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
     assert "room" not in samples and "identity" not in samples
+
+
+async def test_the_waterfall_splits_the_wait_for_the_vad_from_the_network():
+    session = AgentSession()
+    clock = waterfall.attach(session)
+    voice = rtc.AudioFrame((np.ones(320) * 8000).astype(np.int16).tobytes(), 16000, 1, 320)
+    quiet = rtc.AudioFrame(np.zeros(320, dtype=np.int16).tobytes(), 16000, 1, 320)
+
+    async def microphone():
+        for frame in (voice, voice, quiet, quiet):
+            yield frame
+            await asyncio.sleep(0.02)
+
+    passed = [frame async for frame in waterfall.heard(session, microphone())]
+    assert len(passed) == 4  # the audio goes on to the STT untouched
+    clock.voiced_until = clock.loud_at  # what the user's speaking -> listening change does
+    record = clock.finish({"stopped_speaking_at": clock.loud_at + 0.115, "transcription_delay": 0.35}, {}, False)
+    assert record["vad_delay"] == pytest.approx(0.115, abs=1e-3)
+    assert record["transcript"] == pytest.approx(0.35, abs=1e-3)

@@ -124,3 +124,31 @@ async def test_personas_on_one_voice_speak_at_their_own_rate():
         seconds[name] = sum(f.samples_per_channel for f in frames) / frames[0].sample_rate
     # receptionist 1.08x, specialist 0.92x: the same words take the specialist clearly longer (1.0 if equal).
     assert seconds["specialist"] > seconds["receptionist"] * 1.05, seconds
+
+
+def test_a_moved_conversation_window_is_shifted_in_the_cache_not_read_again(local_llm):
+    engine = local_llm._engine
+    llama = engine.llama
+    system = "<|im_start|>system\nYou are a helpful assistant. Answer in one short sentence.<|im_end|>\n"
+    turns = [
+        f"<|im_start|>user\nWhat is {a} plus {a}?<|im_end|>\n"
+        f"<|im_start|>assistant\n{a} plus {a} is {2 * a}.<|im_end|>\n"
+        for a in range(2, 10)
+    ]
+    window = system + "".join(turns[4:])  # the window moved past the four oldest exchanges
+    question = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+
+    def answer(prompt: str) -> str:
+        parts = llama.create_completion(prompt, max_tokens=8, temperature=0.0, stream=True)
+        return "".join(part["choices"][0]["text"] for part in parts)
+
+    with engine.lock:
+        llama.reset()
+        read_fresh = answer(window + question)
+        llama.reset()
+        llama.eval(llama.tokenize((system + "".join(turns)).encode(), add_bos=False, special=True))
+    evaluated = engine.prefill(window)
+    assert evaluated <= 2, evaluated  # ~200 tokens of the window were shifted into place, not evaluated again
+    with engine.lock:
+        assert llama.n_tokens >= len(llama.tokenize(window.encode(), add_bos=False, special=True)) - 2
+        assert answer(window + question) == read_fresh

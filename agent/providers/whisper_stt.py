@@ -183,6 +183,43 @@ class WhisperSTT(stt.STT):
         return stream
 
 
+class VoiceEnd:
+    """Window by window (the VAD's probability and the audio), whether the voice has stopped, so the final decode
+    can start, and whether it is there, so a decode already started is stale.
+
+    Silero's probability takes 2-4 windows of 32 ms to decay after the voice stops: two windows 30 dB under the
+    utterance's loudest, with a falling probability, say it sooner (73 vs 109 ms after the voice, median of 66
+    spoken requests, `bench.speech_end`) and start fewer decodes in vain inside a sentence (9 vs 15) than one window
+    under the VAD's threshold. In a room too noisy for quiet windows, `silence_s` under the threshold says it.
+    """
+
+    def __init__(self, threshold: float, silence_s: float, quiet_windows: int = 2) -> None:
+        self.threshold = threshold
+        self.silence_s = silence_s
+        self.quiet_windows = quiet_windows  # 0: the VAD's silence only
+        self.silent_s = 0.0  # under the VAD's threshold
+        self.quiet_s = 0.0  # no voice in the audio itself
+        self._peak = 0.0  # the utterance's loudest window (RMS)
+        self._last_p = 0.0
+
+    def update(self, probability: float, chunk: np.ndarray) -> tuple[bool, bool]:
+        """Returns (ended, voiced) for the next window: `chunk` is its float32 audio."""
+        window_s = chunk.size / SAMPLE_RATE
+        level = float(np.sqrt(np.mean(chunk * chunk))) if chunk.size else 0.0
+        self._peak = max(self._peak, level)
+        loud = level > self._peak * QUIET
+        self.quiet_s = 0.0 if loud else self.quiet_s + window_s
+        self.silent_s = self.silent_s + window_s if probability < self.threshold else 0.0
+        falling = probability < self._last_p
+        # Voiced: a probability over the threshold that is not the decay after the voice. (Not a loud window alone:
+        # in a noisy room every window after the voice is loud.)
+        voiced = probability >= self.threshold and not falling
+        quiet = self.quiet_windows > 0 and self.quiet_s >= self.quiet_windows * window_s
+        ended = self.silent_s >= self.silence_s or (quiet and falling and probability < 0.9)
+        self._last_p = probability
+        return ended, voiced
+
+
 SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
 
 
@@ -239,13 +276,10 @@ class WhisperStream(stt.RecognizeStream):
         owner = self._whisper_stt
         # Below the VAD's own exit threshold a window is silence; a dip that stays above it is a soft consonant.
         threshold = getattr(getattr(self._vad, "_opts", None), "deactivation_threshold", 0.35)
+        voice = VoiceEnd(threshold, owner._speculate_after_s)
         chunks: list[np.ndarray] = []
         samples = 0
         speaking = False
-        silent_s = 0.0  # below the VAD's exit threshold
-        quiet_s = 0.0  # quiet: no voice in the audio itself
-        peak = 0.0  # the utterance's loudest window (RMS)
-        last_p = 1.0
         interim_at = 0  # utterance length (samples) at the last interim decode
         decoding: asyncio.Task | None = None  # the interim decode in flight
         # (utterance length, quiet heard when it began, its decode)
@@ -265,8 +299,8 @@ class WhisperStream(stt.RecognizeStream):
 
         async for ev in vad_stream:
             if ev.type == vad.VADEventType.START_OF_SPEECH:
-                speaking, silent_s, quiet_s, peak, last_p = True, 0.0, 0.0, 0.0, 1.0
-                interim_at, speculative = 0, None
+                speaking, interim_at, speculative = True, 0, None
+                voice = VoiceEnd(threshold, owner._speculate_after_s)
                 chunks = [to_mono_16k(ev.frames)] if ev.frames else []
                 samples = sum(c.size for c in chunks)
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.START_OF_SPEECH))
@@ -274,26 +308,15 @@ class WhisperStream(stt.RecognizeStream):
                 chunk = to_mono_16k(ev.frames) if ev.frames else np.zeros(0, dtype=np.float32)
                 chunks.append(chunk)
                 samples += chunk.size
-                window_s = chunk.size / SAMPLE_RATE
-                level = float(np.sqrt(np.mean(chunk * chunk))) if chunk.size else 0.0
-                peak = max(peak, level)
-                loud = level > peak * QUIET
-                quiet_s = 0.0 if loud else quiet_s + window_s
-                silent_s = silent_s + window_s if ev.probability < threshold else 0.0
-                # The voice is back (not the VAD's probability decaying after it stopped): that decode is stale.
-                if speculative is not None and (loud or (ev.probability >= threshold and ev.probability >= last_p)):
+                ended, voiced = voice.update(ev.probability, chunk)
+                if speculative is not None and voiced:  # they spoke on: that decode is stale
                     speculative = None
-                # Silero's probability takes 2-4 windows to decay after the voice stops: two quiet windows with a
-                # falling probability start the decode sooner (76 vs 109 ms after the voice, median of 66 clips), and
-                # fire less often inside a sentence than one window under the VAD's threshold (22 vs 60 windows). In
-                # a room too noisy for quiet windows, `speculate_after_s` of VAD silence starts it.
-                ending = quiet_s >= 2 * window_s and ev.probability < last_p and ev.probability < 0.9
-                if (silent_s >= owner._speculate_after_s or ending) and speculative is None:
+                if ended and speculative is None:
                     snapshot = audio()
                     decode = asyncio.to_thread(owner.timed_transcribe, snapshot)
-                    speculative = (samples, quiet_s, asyncio.create_task(decode))
+                    speculative = (samples, voice.quiet_s, asyncio.create_task(decode))
                 elif (
-                    silent_s == 0.0
+                    voice.silent_s == 0.0
                     and samples - interim_at >= owner._interim_interval_s * SAMPLE_RATE
                     and samples <= (MAX_WINDOW_S - 1) * SAMPLE_RATE
                     and (decoding is None or decoding.done())
@@ -304,7 +327,6 @@ class WhisperStream(stt.RecognizeStream):
                 if samples >= MAX_UTTERANCE_S * SAMPLE_RATE:
                     await final((await asyncio.to_thread(owner.timed_transcribe, audio()))[0])
                     chunks, samples, interim_at, speculative = [], 0, 0, None
-                last_p = ev.probability
             elif ev.type == vad.VADEventType.END_OF_SPEECH and speaking:
                 speaking = False
                 started = time.perf_counter()

@@ -11,7 +11,7 @@ from livekit import rtc
 from livekit.agents import stt
 from livekit.plugins import silero
 
-from agent.providers.whisper_stt import WhisperSTT, without_repeats
+from agent.providers.whisper_stt import VoiceEnd, WhisperSTT, without_repeats
 from tests.support.speech import SAMPLE_RATE, last_voiced_index, speak
 from tests.support.stt_stream import listen, silence, texts
 
@@ -101,3 +101,31 @@ async def test_clipped_audio_is_still_transcribed(whisper):
 )
 def test_a_sentence_whisper_repeats_right_after_itself_is_dropped(decoded, kept):
     assert without_repeats(decoded) == kept
+
+
+WINDOW = 512  # Silero's window at 16 kHz
+
+
+def window(level: float) -> np.ndarray:
+    return np.full(WINDOW, level, dtype=np.float32)
+
+
+def test_the_voice_ends_when_its_audio_does_not_when_the_vad_has_decayed():
+    voice = VoiceEnd(threshold=0.35, silence_s=0.1)
+    for _ in range(20):
+        assert voice.update(0.99, window(0.2)) == (False, True)
+    # The audio stops; the VAD's probability decays over several windows.
+    assert voice.update(0.88, window(0.0)) == (False, False)
+    assert voice.update(0.72, window(0.0)) == (True, False)  # two quiet windows, still over the VAD's threshold
+    # The person goes on: the probability rises again, and a decode started at the pause is stale.
+    assert voice.update(0.9, window(0.2))[1]
+
+
+def test_in_a_noisy_room_the_vads_silence_ends_the_voice_and_noise_is_not_a_return():
+    voice = VoiceEnd(threshold=0.35, silence_s=0.1)
+    for _ in range(20):
+        voice.update(0.99, window(0.2))
+    results = [voice.update(p, window(0.05)) for p in (0.6, 0.3, 0.1, 0.05, 0.05, 0.05)]  # noise 12 dB under voice
+    ended = [e for e, _ in results]
+    assert not any(ended[:3]) and all(ended[4:])  # after 0.1 s under the threshold
+    assert not any(voiced for _, voiced in results)

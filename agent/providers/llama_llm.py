@@ -42,6 +42,7 @@ class Engine:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
     warmed: set[str] = field(default_factory=set)
     waiting: int = 0  # generations waiting for the lock: a prefill gives way to them
+    chatml: tuple[int, list[int]] | None = None  # "<|im_start|>" and "user" as tokens, for a ChatML model
 
     def prefill(self, text: str) -> int:
         """Evaluates `text` as the start of the next prompt, so that prompt finds it cached.
@@ -81,7 +82,7 @@ class Engine:
         cached = llama._input_ids.tolist()
         start = _common_prefix(cached, tokens)
         probe = tokens[start : start + SHIFT_MATCH]
-        if len(probe) < SHIFT_MATCH or start >= len(cached):
+        if len(probe) < SHIFT_MATCH or start >= len(cached) or not self._in_user_message(cached, start):
             return 0
         memory = llama_cpp.llama_get_memory(llama._ctx.ctx)
         if not memory or not llama_cpp.llama_memory_can_shift(memory):
@@ -101,6 +102,18 @@ class Engine:
         llama._requires_eval = True
         return kept
 
+    def _in_user_message(self, tokens: list[int], at: int) -> bool:
+        """Whether position `at` lies in a user message (ChatML), so that what a shift drops is conversation. The
+        tokens after a dropped span keep what they saw of it; that is how context shifting works, and harmless for old
+        exchanges, but not for changed instructions or tools (the model then answered in another style)."""
+        if not self.chatml:
+            return False
+        opener, user = self.chatml
+        for i in range(min(at, len(tokens)) - 1, -1, -1):
+            if tokens[i] == opener:
+                return tokens[i + 1 : i + 1 + len(user)] == user
+        return False
+
 
 @lru_cache(maxsize=2)
 def load_llama(model_path: str, n_ctx: int, n_threads: int, n_threads_batch: int | None = None) -> Engine:
@@ -117,7 +130,11 @@ def load_llama(model_path: str, n_ctx: int, n_threads: int, n_threads_batch: int
         n_batch=512,
         verbose=False,
     )
-    return Engine(llama=llama, template=_template(llama.metadata["tokenizer.chat_template"]))
+    engine = Engine(llama=llama, template=_template(llama.metadata["tokenizer.chat_template"]))
+    opener = llama.tokenize(b"<|im_start|>", add_bos=False, special=True)
+    if len(opener) == 1 and "<|im_start|>" in llama.metadata["tokenizer.chat_template"]:
+        engine.chatml = (opener[0], llama.tokenize(b"user", add_bos=False, special=True))
+    return engine
 
 
 @lru_cache(maxsize=2)

@@ -211,9 +211,9 @@ class VoiceEnd:
         self.quiet_s = 0.0 if loud else self.quiet_s + window_s
         self.silent_s = self.silent_s + window_s if probability < self.threshold else 0.0
         falling = probability < self._last_p
-        # Voiced: a probability over the threshold that is not the decay after the voice. (Not a loud window alone:
-        # in a noisy room every window after the voice is loud.)
-        voiced = probability >= self.threshold and not falling
+        # Voiced: a probability over the threshold, with the voice's level or a probability that is not decaying.
+        # (Not a loud window alone: in a noisy room every window after the voice is loud.)
+        voiced = probability >= self.threshold and (loud or not falling)
         quiet = self.quiet_windows > 0 and self.quiet_s >= self.quiet_windows * window_s
         ended = self.silent_s >= self.silence_s or (quiet and falling and probability < 0.9)
         self._last_p = probability

@@ -188,7 +188,7 @@ class VoiceEnd:
     can start, and whether it is there, so a decode already started is stale.
 
     Silero's probability takes 2-4 windows of 32 ms to decay after the voice stops: two windows 30 dB under the
-    utterance's loudest, with a falling probability, say it sooner (73 vs 109 ms after the voice, median of 66
+    utterance's loudest, with a falling probability, say it sooner (75 vs 111 ms after the voice, median of 66
     spoken requests, `bench.speech_end`) and start fewer decodes in vain inside a sentence (9 vs 15) than one window
     under the VAD's threshold. In a room too noisy for quiet windows, `silence_s` under the threshold says it.
     """

@@ -17,7 +17,6 @@ from livekit.agents.tokenize.token_stream import BufferedSentenceStream
 from livekit.agents.tokenize.tokenizer import TokenData
 
 CLAUSE_END = re.compile(r"[,;:.!?](?=\s)")
-SENTENCE_END = re.compile(r"[.!?](?=\s)")
 ABBREVIATIONS = frozenset(["mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "vs", "etc", "approx"])
 WORD = re.compile(r"\S+(?=\s)")  # a word the LLM has finished writing
 MIN_CLAUSE_WORDS = 3  # a shorter first piece leaves a gap while the LLM writes the next one (unless a sentence)
@@ -83,4 +82,4 @@ def first_cut(text: str) -> int | None:
 def _sentence(word: str) -> bool:
     """Whether a short first piece ending in `word` is a whole sentence ("Sure!", "Hello there."), not "Dr." or "1."."""
     stem = word[:-1].lower()
-    return SENTENCE_END.match(word + " ", len(word) - 1) is not None and stem not in ABBREVIATIONS and stem.isalpha()
+    return word[-1] in ".!?" and stem.isalpha() and stem not in ABBREVIATIONS

@@ -15,9 +15,11 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, llm, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
@@ -32,6 +34,17 @@ PREFILL_STEP = 8  # tokens per step: a request that arrives meanwhile waits for 
 SHIFT_MATCH = 16  # tokens that must line up before the cache is shifted onto a new prompt
 ANSWER_NOW = "Answer the person now in one or two short sentences, using the tool result above."
 
+T = TypeVar("T")
+_on_engine_thread = threading.local()
+
+
+def _engine_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama", initializer=_mark_engine_thread)
+
+
+def _mark_engine_thread() -> None:
+    _on_engine_thread.value = True
+
 
 @dataclass
 class Engine:
@@ -43,6 +56,21 @@ class Engine:
     warmed: set[str] = field(default_factory=set)
     waiting: int = 0  # generations waiting for the lock: a prefill gives way to them
     chatml: tuple[int, list[int]] | None = None  # "<|im_start|>" and "user" as tokens, for a ChatML model
+    thread: ThreadPoolExecutor = field(default_factory=_engine_thread)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Runs `fn` on the engine's own thread. Every llama.cpp call must: each thread that calls into llama.cpp gets
+        an OpenMP team of its own, and once a process has more OpenMP threads than cores, libgomp stops spinning at
+        barriers and sleeps at each of the hundreds per token. Here that took a token from 39 to 65 ms (80-90 ms in the
+        agent, where prefills ran on the executor's threads and each reply on a new thread)."""
+        if getattr(_on_engine_thread, "value", False):
+            done: Future[T] = Future()
+            done.set_result(fn(*args))
+            return done
+        return self.thread.submit(fn, *args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self.submit(fn, *args).result()
 
     def prefill(self, text: str) -> int:
         """Evaluates `text` as the start of the next prompt, so that prompt finds it cached.
@@ -50,6 +78,11 @@ class Engine:
         Runs only while no generation needs the model and no urgent work runs (`agent.cpu`), in small steps that stop
         as soon as either starts. Returns how many tokens it evaluated.
         """
+        if self.waiting or cpu.busy():
+            return 0
+        return self.call(self._prefill, text)
+
+    def _prefill(self, text: str) -> int:
         if self.waiting or cpu.busy() or not self.lock.acquire(blocking=False):
             return 0
         try:
@@ -122,15 +155,17 @@ def load_llama(model_path: str, n_ctx: int, n_threads: int, n_threads_batch: int
         from llama_cpp import Llama
     except ImportError as exc:  # built by scripts/setup with CPU-specific flags
         raise RuntimeError("llama-cpp-python is not installed: run `bash scripts/setup` (see README)") from exc
-    llama = Llama(
+    thread = _engine_thread()
+    llama = thread.submit(
+        Llama,
         model_path=model_path,
         n_ctx=n_ctx,
         n_threads=n_threads,
         n_threads_batch=n_threads_batch or n_threads,
         n_batch=512,
         verbose=False,
-    )
-    engine = Engine(llama=llama, template=_template(llama.metadata["tokenizer.chat_template"]))
+    ).result()
+    engine = Engine(llama=llama, template=_template(llama.metadata["tokenizer.chat_template"]), thread=thread)
     opener = llama.tokenize(b"<|im_start|>", add_bos=False, special=True)
     if len(opener) == 1 and "<|im_start|>" in llama.metadata["tokenizer.chat_template"]:
         engine.chatml = (opener[0], llama.tokenize(b"user", add_bos=False, special=True))
@@ -295,11 +330,15 @@ class LlamaLLM(llm.LLM):
         started = time.perf_counter()
         prompt = self.render(chat_ctx, tools)
         engine = self._engine
-        with engine.lock:
-            if prompt not in engine.warmed:
-                for _ in engine.llama.create_completion(prompt, max_tokens=1, stream=True):
-                    pass
-                engine.warmed.add(prompt)
+
+        def evaluate() -> None:
+            with engine.lock:
+                if prompt not in engine.warmed:
+                    for _ in engine.llama.create_completion(prompt, max_tokens=1, stream=True):
+                        pass
+                    engine.warmed.add(prompt)
+
+        engine.call(evaluate)
         return time.perf_counter() - started
 
     def prefill(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool]) -> int:
@@ -352,12 +391,14 @@ class LlamaStream(llm.LLMStream):
         stop = threading.Event()
         usage: dict[str, float] = {"prompt": 0, "completion": 0}
 
+        engine = self._model._engine
+
         def generate() -> None:
-            engine = self._model._engine
-            engine.waiting += 1
             try:
                 with cpu.urgent(), engine.lock:
                     engine.waiting -= 1
+                    if stop.is_set():  # the reply was dropped while it waited for the engine
+                        return
                     llama = engine.llama
                     tokens = llama.tokenize(prompt.encode(), add_bos=False, special=True)
                     engine.shift_onto(tokens)
@@ -383,8 +424,8 @@ class LlamaStream(llm.LLMStream):
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-        worker = threading.Thread(target=generate, name="llama-generate", daemon=True)
-        worker.start()
+        engine.waiting += 1  # a prefill running on the engine's thread stops at its next step
+        engine.submit(generate)
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):

@@ -284,22 +284,39 @@ class WhisperStream(stt.RecognizeStream):
         decoding: asyncio.Task | None = None  # the interim decode in flight
         # (utterance length, quiet heard when it began, its decode)
         speculative: tuple[int, float, asyncio.Task[tuple[str, float, float]]] | None = None
+        preflight_sent = ""  # the text of the preflight transcript sent for this utterance
 
         def audio() -> np.ndarray:
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
         async def interim(snapshot: np.ndarray) -> None:
             text = await asyncio.to_thread(owner.transcribe, snapshot, self._language, 1)
-            if text and speaking:
+            if text and speaking and not preflight_sent:  # an older, shorter guess would stop the preflight's reply
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.INTERIM_TRANSCRIPT, text, self._language))
 
         async def final(text: str) -> None:
             if text:
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.FINAL_TRANSCRIPT, text, self._language))
 
+        def preflight(decode: asyncio.Task[tuple[str, float, float]]) -> None:
+            """The speculative decode is done before the VAD's silence has confirmed the end of speech (~0.1 s later):
+            its text goes out as a preflight transcript, on which livekit starts the reply (preemptive generation)."""
+            nonlocal preflight_sent
+            if speculative is None or speculative[2] is not decode or not speaking or decode.cancelled():
+                return
+            if decode.exception() is None and (text := decode.result()[0]):
+                preflight_sent = text
+                self._event_ch.send_nowait(_event(stt.SpeechEventType.PREFLIGHT_TRANSCRIPT, text, self._language))
+
+        def retract(text: str) -> None:
+            """They spoke on after a preflight: an interim of its words but the last one, so that livekit stops the
+            reply it began on it now (it compares each interim with the preflight), not when the next final comes."""
+            if shorter := text.rsplit(maxsplit=1)[0] if " " in text.strip() else "":
+                self._event_ch.send_nowait(_event(stt.SpeechEventType.INTERIM_TRANSCRIPT, shorter, self._language))
+
         async for ev in vad_stream:
             if ev.type == vad.VADEventType.START_OF_SPEECH:
-                speaking, interim_at, speculative = True, 0, None
+                speaking, interim_at, speculative, preflight_sent = True, 0, None, ""
                 voice = VoiceEnd(threshold, owner._speculate_after_s)
                 chunks = [to_mono_16k(ev.frames)] if ev.frames else []
                 samples = sum(c.size for c in chunks)
@@ -311,10 +328,14 @@ class WhisperStream(stt.RecognizeStream):
                 ended, voiced = voice.update(ev.probability, chunk)
                 if speculative is not None and voiced:  # they spoke on: that decode is stale
                     speculative = None
+                    if preflight_sent:
+                        retract(preflight_sent)
+                        preflight_sent = ""
                 if ended and speculative is None:
                     snapshot = audio()
-                    decode = asyncio.to_thread(owner.timed_transcribe, snapshot)
-                    speculative = (samples, voice.quiet_s, asyncio.create_task(decode))
+                    decode = asyncio.create_task(asyncio.to_thread(owner.timed_transcribe, snapshot))
+                    decode.add_done_callback(preflight)
+                    speculative = (samples, voice.quiet_s, decode)
                 elif (
                     voice.silent_s == 0.0
                     and samples - interim_at >= owner._interim_interval_s * SAMPLE_RATE
@@ -326,7 +347,7 @@ class WhisperStream(stt.RecognizeStream):
                     decoding = asyncio.create_task(interim(audio()))
                 if samples >= MAX_UTTERANCE_S * SAMPLE_RATE:
                     await final((await asyncio.to_thread(owner.timed_transcribe, audio()))[0])
-                    chunks, samples, interim_at, speculative = [], 0, 0, None
+                    chunks, samples, interim_at, speculative, preflight_sent = [], 0, 0, None, ""
             elif ev.type == vad.VADEventType.END_OF_SPEECH and speaking:
                 speaking = False
                 started = time.perf_counter()
@@ -345,7 +366,7 @@ class WhisperStream(stt.RecognizeStream):
                 )
                 await final(text)
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.END_OF_SPEECH))
-                chunks, samples, speculative = [], 0, None
+                chunks, samples, speculative, preflight_sent = [], 0, None, ""
         if decoding is not None:
             with contextlib.suppress(Exception):
                 await decoding

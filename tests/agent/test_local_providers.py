@@ -142,13 +142,14 @@ def test_a_moved_conversation_window_is_shifted_in_the_cache_not_read_again(loca
         parts = llama.create_completion(prompt, max_tokens=8, temperature=0.0, stream=True)
         return "".join(part["choices"][0]["text"] for part in parts)
 
-    with engine.lock:
+    def read_moved_window() -> tuple[str, int]:
         llama.reset()
         read_fresh = answer(window + question)
         llama.reset()
         llama.eval(llama.tokenize((system + "".join(turns)).encode(), add_bos=False, special=True))
-    evaluated = engine.prefill(window)
+        return read_fresh, engine.prefill(window)
+
+    read_fresh, evaluated = engine.call(read_moved_window)
     assert evaluated <= 2, evaluated  # ~200 tokens of the window were shifted into place, not evaluated again
-    with engine.lock:
-        assert llama.n_tokens >= len(llama.tokenize(window.encode(), add_bos=False, special=True)) - 2
-        assert answer(window + question) == read_fresh
+    assert llama.n_tokens >= len(llama.tokenize(window.encode(), add_bos=False, special=True)) - 2
+    assert engine.call(answer, window + question) == read_fresh

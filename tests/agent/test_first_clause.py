@@ -56,6 +56,25 @@ async def test_the_first_phrase_goes_out_before_the_sentence_is_finished(reply, 
     assert " ".join(p for p, _ in pieces).split() == reply.split()  # every word reaches the TTS once, in order
 
 
+@pytest.mark.parametrize(
+    ("reply", "first"),
+    [
+        ("Octopuses have three hearts, and blue blood.", "Octopuses have three hearts,"),
+        ("Hello! I'm here to help.", "Hello!"),
+        ("Why was the math book sad? Because it had too many problems.", "Why was the math book sad?"),
+    ],
+)
+async def test_final_punctuation_sends_the_first_phrase_without_waiting_for_the_next_word(reply, first):
+    pieces = await speak_pieces(reply)
+    assert pieces[0] == (first, len(llm_tokens(first)))
+
+
+async def test_punctuation_that_may_go_on_waits_for_the_next_word():
+    # "3," may become "3,000"; "U." may become "U.S.".
+    assert (await speak_pieces("It costs 3,000 dollars, more or less."))[0][0] == "It costs 3,000 dollars,"
+    assert (await speak_pieces("I live in the U.S. now, you know."))[0][0] == "I live in the U.S."
+
+
 async def test_short_openings_and_binding_words_do_not_cut_a_phrase_apart():
     # "Sure," is too short to say on its own; "of" and "to" bind to what precedes them.
     pieces = await speak_pieces("Sure, the capital of France is Paris, a city I would love to visit.")

@@ -22,6 +22,7 @@ from livekit.agents import (
     JobProcess,
     ModelSettings,
     RunContext,
+    ToolError,
     cli,
     function_tool,
     get_job_context,
@@ -43,6 +44,10 @@ logger = logging.getLogger("agent")
 GOODBYE = "Goodbye, and thanks for calling!"
 ROUTED = "route_"  # call ids of the tool calls the fast path makes
 TOOL_ITEMS = ("function_call", "function_call_output")
+# Skills the fast path answers at once, in the reply itself: they only read (the clock, arithmetic, units, the notes).
+# The others (saving or forgetting notes, hanging up) act as tool calls, once the turn is certain.
+ANSWERED_AT_ONCE = frozenset({"get_time", "calculate", "convert_units", "recall_notes"})
+PREFILL_AFTER_S = 0.05
 
 
 class PersonaAgent(Agent):
@@ -103,6 +108,9 @@ class PersonaAgent(Agent):
             if last.type == "message" and last.role == "user":
                 request = self.request_of(last.text_content or "")
                 found = router.route(request, {tool.id for tool in tools}, get_settings().home_timezone)
+                if found and found.tool in ANSWERED_AT_ONCE and (answer := await self._answer(found, tools)):
+                    yield answer
+                    return
                 if found:
                     call_id = utils.shortuuid(ROUTED)
                     self._routed[call_id] = found.tool
@@ -115,6 +123,19 @@ class PersonaAgent(Agent):
                 return
         async for chunk in Agent.default.llm_node(self, self.llm_view(chat_ctx), tools, model_settings):
             yield chunk
+
+    async def _answer(self, found: router.Route, tools: list[llm.Tool]) -> str | None:
+        """A skill that only reads, run now: its sentence is the reply, with no tool call for the turn to wait on.
+        When the reply began on a preflight transcript, it is spoken the moment the turn is certain."""
+        tool = next((t for t in tools if isinstance(t, llm.FunctionTool) and t.id == found.tool), None)
+        if tool is None:
+            return None
+        try:
+            answer = await tool(self.session, **found.arguments)
+        except ToolError:
+            return None  # the tool call path says sorry as the tool words it
+        metrics.tool_called(found.tool, "ok", "fast_path")
+        return str(answer)
 
     def llm_view(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
         """What the LLM is shown: the instructions and a window of the latest items, without the fast path's
@@ -143,8 +164,13 @@ class PersonaAgent(Agent):
             self._prefill_task = asyncio.create_task(self._prefill(model))
 
     async def _prefill(self, model: LlamaLLM) -> None:
-        while (partial := self._prefill_next) is not None:
-            self._prefill_next = None
+        while self._prefill_next is not None:
+            # A preflight transcript arrives as an interim one and starts a reply at once: that reply takes the model
+            # first (a prefill step already running held it up to ~0.2 s).
+            await asyncio.sleep(PREFILL_AFTER_S)
+            partial, self._prefill_next = self._prefill_next, None
+            if partial is None:
+                break
             upcoming = self.chat_ctx.copy()
             upcoming.add_message(role="user", content=partial)
             try:

@@ -79,6 +79,10 @@ def observe_turn(record: dict) -> None:
         VOICE_TO_VOICE.observe(max(0.0, record["audio_out"]))
 
 
+def tool_called(tool: str, outcome: str, path: str) -> None:
+    TOOL_CALLS.labels(tool, outcome, path).inc()
+
+
 def attach(session: AgentSession, fast_path_prefix: str) -> None:
     """Counts what happens in `session`; tool calls whose id starts with `fast_path_prefix` came from the fast path."""
     SESSIONS.inc()
@@ -101,8 +105,7 @@ def attach(session: AgentSession, fast_path_prefix: str) -> None:
     def _on_tools(ev: FunctionToolsExecutedEvent) -> None:
         for call, output in zip(ev.function_calls, ev.function_call_outputs, strict=False):
             outcome = "error" if output is not None and output.is_error else "ok"
-            path = "fast_path" if call.call_id.startswith(fast_path_prefix) else "llm"
-            TOOL_CALLS.labels(call.name, outcome, path).inc()
+            tool_called(call.name, outcome, "fast_path" if call.call_id.startswith(fast_path_prefix) else "llm")
 
     @session.on("error")
     def _on_error(ev: ErrorEvent) -> None:

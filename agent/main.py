@@ -22,7 +22,6 @@ from livekit.agents import (
     JobProcess,
     ModelSettings,
     RunContext,
-    ToolError,
     cli,
     function_tool,
     get_job_context,
@@ -68,12 +67,14 @@ class PersonaAgent(Agent):
             instructions=f"{self.persona.instructions} {hints}".strip(), tools=tools, chat_ctx=chat_ctx, tts=voice
         )
         self._routed: dict[str, str] = {}  # call id -> tool, for calls the fast path made
+        self._answered: dict[str, str] = {}  # answer -> tool, for answers the fast path gave itself
         self.request_of: Callable[[str], str] = str  # what the fast path reads of a user message (group: unlabelled)
         self._window_from: str | None = None  # first item of the LLM's window
         self._prefill_next: str | None = None
         self._prefill_task: asyncio.Task | None = None
 
     async def on_enter(self) -> None:
+        self.session.on("conversation_item_added", self._count_answer)
         call = skills.caller_of(self.session).call
         if isinstance(call, phone.Call):
             if targets := get_settings().phone_transfer_targets:
@@ -83,6 +84,9 @@ class PersonaAgent(Agent):
                 return
         # A fixed greeting: no LLM round trip, and it stays out of the chat context.
         self.session.say(self.persona.greeting, add_to_chat_ctx=False)
+
+    async def on_exit(self) -> None:
+        self.session.off("conversation_item_added", self._count_answer)
 
     async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
         waterfall.mark(self.session, "llm_request")
@@ -131,11 +135,19 @@ class PersonaAgent(Agent):
         if tool is None:
             return None
         try:
-            answer = await tool(self.session, **found.arguments)
-        except ToolError:
-            return None  # the tool call path says sorry as the tool words it
-        metrics.tool_called(found.tool, "ok", "fast_path")
-        return str(answer)
+            answer = str(await tool(self.session, **found.arguments))
+        except Exception:  # the tool call path says sorry as the tool (or livekit, for a crash) words it
+            return None
+        self._answered[answer] = found.tool
+        return answer
+
+    def _count_answer(self, ev: ConversationItemAddedEvent) -> None:
+        """Counts a fast-path answer when it is spoken, not when it is prepared (a reply begun on a preflight
+        transcript may be dropped)."""
+        if ev.item.type == "message" and ev.item.role == "assistant":
+            if tool := self._answered.pop(ev.item.text_content or "", None):
+                metrics.tool_called(tool, "ok", "fast_path")
+            self._answered.clear()
 
     def llm_view(self, chat_ctx: llm.ChatContext) -> llm.ChatContext:
         """What the LLM is shown: the instructions and a window of the latest items, without the fast path's

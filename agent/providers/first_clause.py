@@ -90,9 +90,10 @@ LAST_WORD = re.compile(r"\S+$")
 
 
 def _final_punctuation(word: str) -> bool:
-    """Whether `word` ends in punctuation that no further character can turn into part of a word or number."""
+    """Whether `word` ends in punctuation that no further character can turn into part of a word or number (not a
+    colon: "https:")."""
     mark, stem = word[-1], word[:-1]
-    if mark in ",;:!?":
+    if mark in ",;!?":
         return stem[-1:].isalpha()
     return mark == "." and len(stem) >= 2 and stem.isalpha() and stem.lower() not in ABBREVIATIONS
 

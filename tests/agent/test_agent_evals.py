@@ -11,7 +11,7 @@ from livekit.agents.voice.io import TextOutput
 from agent import personas
 from agent.main import Assistant, PersonaAgent
 from agent.settings import get_settings
-from agent.skills import CallContext
+from agent.skills import CallContext, clock
 from agent.skills.notes import NoteStore
 from tests.support.scripted_llm import ScriptedLLM
 
@@ -76,6 +76,27 @@ async def test_fast_path_answers_exact_requests_without_the_llm():
         assert re.fullmatch(r"It is \d\d:\d\d on \w+day, \w+ \d+ in Tokyo\.", reply)
         result.expect.no_more_events()
     assert scripted.calls == []
+
+
+async def test_a_skill_that_crashes_on_the_fast_path_degrades_the_turn_not_the_session(monkeypatch):
+    def broken(location: str) -> str:
+        raise RuntimeError("clock database missing")
+
+    def no_llm(ctx):
+        raise AssertionError("the LLM was asked")
+
+    scripted = ScriptedLLM(no_llm)
+    async with scripted, AgentSession(llm=scripted) as session:
+        await session.start(Assistant())
+        with monkeypatch.context() as patch:
+            patch.setattr(clock, "local_time", broken)
+            result = await session.run(user_input="What time is it in Tokyo?")
+        # The answer-at-once path steps aside; the tool call reports the failure and the agent says so.
+        result.expect.next_event().is_function_call(name="get_time")
+        result.expect.next_event().is_function_call_output(is_error=True)
+        result.expect.next_event().is_message(role="assistant")
+        again = await session.run(user_input="What is seven plus eight?")
+        assert "15" in again.expect.next_event().is_message(role="assistant").event().item.text_content
 
 
 async def test_fast_path_saves_a_note_as_a_tool_call_and_reads_notes_back_at_once(tmp_path):

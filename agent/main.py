@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from livekit import rtc
@@ -72,6 +73,7 @@ class PersonaAgent(Agent):
         self._window_from: str | None = None  # first item of the LLM's window
         self._prefill_next: str | None = None
         self._prefill_task: asyncio.Task | None = None
+        self._reply_began = 0.0  # when llm_node last started (time.monotonic)
 
     async def on_enter(self) -> None:
         self.session.on("conversation_item_added", self._count_answer)
@@ -89,6 +91,7 @@ class PersonaAgent(Agent):
         self.session.off("conversation_item_added", self._count_answer)
 
     async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
+        self._reply_began = time.monotonic()
         waterfall.mark(self.session, "llm_request")
         async for chunk in self._reply(chat_ctx, tools, model_settings):
             if isinstance(chunk, str) or (isinstance(chunk, llm.ChatChunk) and chunk.delta and chunk.delta.content):
@@ -177,12 +180,16 @@ class PersonaAgent(Agent):
 
     async def _prefill(self, model: LlamaLLM) -> None:
         while self._prefill_next is not None:
-            # A preflight transcript arrives as an interim one and starts a reply at once: that reply takes the model
-            # first (a prefill step already running held it up to ~0.2 s).
+            asked = time.monotonic()
+            # A preflight transcript arrives as an interim one and starts a reply at once (`llm_node`): that reply
+            # goes first. A prefill step already running held the LLM up to ~0.2 s, and one beside a fast-path answer
+            # slowed its voice and its playback on both cores.
             await asyncio.sleep(PREFILL_AFTER_S)
             partial, self._prefill_next = self._prefill_next, None
             if partial is None:
                 break
+            if partial and self._reply_began >= asked:
+                continue  # a reply began on these words (or later ones): nothing to read ahead
             upcoming = self.chat_ctx.copy()
             upcoming.add_message(role="user", content=partial)
             try:

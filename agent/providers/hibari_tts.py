@@ -13,6 +13,7 @@ import numpy as np
 from hibari import SAMPLE_RATE, Hibari
 from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, tts, utils
 
+from agent import cpu
 from agent.models import hibari_voice
 
 # hibari pads each sentence with ~0.3 s of leading and ~0.5 s of trailing silence.
@@ -77,8 +78,9 @@ class _HibariStream(tts.ChunkedStream):
             frame_size_ms=20,
         )
         sentences = self._hibari._engine.stream(self.input_text, speed=self._hibari._speed)
-        while (chunk := await asyncio.to_thread(next, sentences, None)) is not None:
-            audio = trim_silence(np.asarray(chunk, dtype=np.float32))
-            if audio.size:
-                output_emitter.push(to_pcm16(audio))
+        with cpu.urgent():  # someone waits for this voice (~40 ms a sentence): background prefills give way
+            while (chunk := await asyncio.to_thread(next, sentences, None)) is not None:
+                audio = trim_silence(np.asarray(chunk, dtype=np.float32))
+                if audio.size:
+                    output_emitter.push(to_pcm16(audio))
         output_emitter.flush()

@@ -185,9 +185,7 @@ class PersonaAgent(Agent):
             # goes first. A prefill step already running held the LLM up to ~0.2 s, and one beside a fast-path answer
             # slowed its voice and its playback on both cores.
             await asyncio.sleep(PREFILL_AFTER_S)
-            partial, self._prefill_next = self._prefill_next, None
-            if partial is None:
-                break
+            partial, self._prefill_next = self._prefill_next or "", None
             if partial and self._reply_began >= asked:
                 continue  # a reply began on these words (or later ones): nothing to read ahead
             upcoming = self.chat_ctx.copy()

@@ -255,7 +255,7 @@ def turn_handling(s: AgentSettings, shared: Shared) -> dict:
     return {
         "turn_detection": shared.turn_detector if shared.turn_detector is not None else "vad",
         "endpointing": {"min_delay": s.endpointing_min_delay_s, "max_delay": s.endpointing_max_delay_s},
-        # The reply starts on the STT's preflight transcript, ~0.1 s before the VAD's silence confirms the turn. The
+        # The reply starts on the STT's preflight transcript, ~50 ms before the VAD's silence confirms the turn. The
         # local TTS voices its first clause then too (cheap); a paid cloud TTS waits for the turn to be certain.
         "preemptive_generation": {"enabled": True, "preemptive_tts": s.tts_choice == "local"},
         "interruption": {

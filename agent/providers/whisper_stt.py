@@ -299,7 +299,7 @@ class WhisperStream(stt.RecognizeStream):
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.FINAL_TRANSCRIPT, text, self._language))
 
         def preflight(decode: asyncio.Task[tuple[str, float, float]]) -> None:
-            """The speculative decode is done before the VAD's silence has confirmed the end of speech (~0.1 s later):
+            """The speculative decode is done before the VAD's silence has confirmed the end of speech (~50 ms later):
             its text goes out as a preflight transcript, on which livekit starts the reply (preemptive generation)."""
             nonlocal preflight_sent
             if speculative is None or speculative[2] is not decode or not speaking or decode.cancelled():
@@ -311,7 +311,9 @@ class WhisperStream(stt.RecognizeStream):
         def retract(text: str) -> None:
             """They spoke on after a preflight: an interim of its words but the last one, so that livekit stops the
             reply it began on it now (it compares each interim with the preflight), not when the next final comes."""
-            if shorter := text.rsplit(maxsplit=1)[0] if " " in text.strip() else "":
+            words = text.split()
+            if len(words) > 1:
+                shorter = " ".join(words[:-1])
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.INTERIM_TRANSCRIPT, shorter, self._language))
 
         async for ev in vad_stream:

@@ -48,6 +48,48 @@ async def test_a_pause_mid_sentence_does_not_split_or_lose_words(whisper):
     assert "order" in heard and "pizza" in heard and "mushroom" in heard, finals
 
 
+@pytest.fixture(scope="module")
+def patient_whisper() -> WhisperSTT:
+    """A VAD that waits 1 s of silence: the speculative decode is then surely done before the end of speech."""
+    return WhisperSTT(model="base", vad=silero.VAD.load(min_silence_duration=1.0))
+
+
+def at(events, kind: stt.SpeechEventType) -> list[float]:
+    return [when for when, ev in events if ev.type == kind]
+
+
+async def test_the_transcript_goes_out_as_a_preflight_before_the_end_of_speech(patient_whisper):
+    question = speak("What is the capital of Japan?")
+    events = await listen(patient_whisper, np.concatenate([silence(0.3), question, silence(1.8)]))
+    preflights = texts(events, stt.SpeechEventType.PREFLIGHT_TRANSCRIPT)
+    finals = texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert len(finals) == 1 and "japan" in finals[0].lower(), finals
+    # The same words, well before the VAD's silence ends: livekit starts the reply on them (preemptive generation).
+    assert preflights == finals, (preflights, finals)
+    preflight_at, final_at = (
+        at(events, stt.SpeechEventType.PREFLIGHT_TRANSCRIPT),
+        at(events, stt.SpeechEventType.FINAL_TRANSCRIPT),
+    )
+    assert preflight_at[0] < final_at[0] - 0.3, (preflight_at, final_at)
+
+
+async def test_speaking_on_after_a_preflight_takes_it_back(patient_whisper):
+    first, second = speak("What time is it"), speak("in Tokyo right now?")
+    first = first[: last_voiced_index(first)]
+    events = await listen(patient_whisper, np.concatenate([silence(0.3), first, silence(0.8), second, silence(1.8)]))
+    kinds = [ev.type for _, ev in events]
+    finals = texts(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert len(finals) == 1 and "time" in finals[0].lower() and "tokyo" in finals[0].lower(), finals
+    preflights = texts(events, stt.SpeechEventType.PREFLIGHT_TRANSCRIPT)
+    assert "tokyo" not in preflights[0].lower() and preflights[-1] == finals[0], preflights
+    # After the early preflight, an interim whose words differ from it, so livekit drops the reply begun on it.
+    after = kinds.index(stt.SpeechEventType.PREFLIGHT_TRANSCRIPT)
+    retracted = [
+        ev.alternatives[0].text for _, ev in events[after:] if ev.type == stt.SpeechEventType.INTERIM_TRANSCRIPT
+    ]
+    assert retracted and retracted[0].split() != preflights[0].split(), (retracted, preflights)
+
+
 async def test_silence_and_noise_give_no_transcript(whisper):
     rng = np.random.default_rng(7)
     hiss = (rng.normal(0, 0.01, SAMPLE_RATE * 2) * 32767).astype(np.int16)

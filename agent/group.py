@@ -41,6 +41,7 @@ from prometheus_client import Counter, Gauge
 
 from agent import metrics, personas, pipeline, skills
 from agent.settings import AgentSettings
+from agent.tts_text import TTS_TEXT_TRANSFORMS
 
 logger = logging.getLogger("agent.group")
 
@@ -679,6 +680,7 @@ async def run(
         ),
         llm=pipeline.build_llm(s),
         tts=pipeline.build_tts(s),
+        tts_text_transforms=TTS_TEXT_TRANSFORMS,
     )
     pipeline.log_turn_metrics(session)
     metrics.attach(session, fast_path_prefix=fast_path_prefix)

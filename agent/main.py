@@ -38,6 +38,7 @@ from agent import echo, group, memory, metrics, personas, phone, pipeline, skill
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
+from agent.tts_text import TTS_TEXT_TRANSFORMS
 
 logger = logging.getLogger("agent")
 
@@ -277,6 +278,7 @@ async def entrypoint(ctx: JobContext) -> None:
         stt=pipeline.build_stt(settings, shared.vad),  # 2. speech to text, streaming
         llm=pipeline.build_llm(settings),  # 3. the language model, with the agent's tools
         tts=pipeline.build_tts(settings),  # 4. text to speech, sentence by sentence
+        tts_text_transforms=TTS_TEXT_TRANSFORMS,  # plain text reaches it as the LLM writes it
         turn_handling=pipeline.turn_handling(settings, shared),
         # A phone line has no echo of the agent to wait out, so the caller can be heard from the first word.
         **({"aec_warmup_duration": None} if call else {}),

@@ -43,7 +43,8 @@ async def speak_pieces(reply: str) -> list[tuple[str, int]]:
         ("Try going to bed at the same time every night and avoid caffeine.", "Try going to bed"),
         ("Octopuses have three hearts, and blue blood.", "Octopuses have three hearts,"),
         ("Why was the math book sad? Because it had too many problems.", "Why was the math book sad?"),
-        ("The capital of Japan is Tokyo. It is a huge city.", "The capital of Japan is Tokyo."),
+        ("The capital of Japan is Tokyo. It is a huge city.", "The capital of Japan"),
+        ("What is the capital of Japan? It is Tokyo.", "What is the capital of Japan?"),
         ("Hello! I'm just a computer program, but I'm here to help.", "Hello!"),
         ("Sure. Here is a name for a black cat: Shadow.", "Sure."),
     ],
@@ -75,10 +76,20 @@ async def test_punctuation_that_may_go_on_waits_for_the_next_word():
     assert (await speak_pieces("I live in the U.S. now, you know."))[0][0] == "I live in the U.S."
 
 
-async def test_short_openings_and_binding_words_do_not_cut_a_phrase_apart():
-    # "Sure," is too short to say on its own; "of" and "to" bind to what precedes them.
-    pieces = await speak_pieces("Sure, the capital of France is Paris, a city I would love to visit.")
-    assert pieces[0][0] == "Sure, the capital of France is Paris,"
+async def test_an_opening_word_goes_alone_and_the_next_phrase_follows_before_the_sentence_ends():
+    reply = "Sure, the capital of France is Paris, a city I would love to visit."
+    pieces = await speak_pieces(reply)
+    # "Sure," plays for a third of a second: the next phrase goes as a phrase too ("of" binds to what precedes it),
+    # not as a whole sentence, which the LLM would not have written by then.
+    assert [p for p, _ in pieces[:2]] == ["Sure,", "the capital of France"]
+    assert pieces[0][1] == len(llm_tokens("Sure,"))
+    assert pieces[1][1] <= len(llm_tokens("Sure, the capital of France is Paris"))  # "is" may be "isolated"
+    assert " ".join(p for p, _ in pieces).split() == reply.split()
+
+
+async def test_binding_words_and_short_numbers_do_not_cut_a_phrase_apart():
+    assert (await speak_pieces("I would love to help you with that."))[0][0] == "I would love to help you"
+    assert (await speak_pieces("3, 2, 1, go!"))[0][0] == "3, 2, 1,"
 
 
 async def test_abbreviations_and_numbers_do_not_end_a_first_sentence():

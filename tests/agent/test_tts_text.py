@@ -1,0 +1,63 @@
+"""The TTS gets each piece of a plain reply the moment the LLM writes it, and markdown is still never spoken."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from agent.tts_text import speakable
+
+
+def llm_tokens(text: str) -> list[str]:
+    """Pieces as an LLM streams them, whitespace included: a word with its leading space, punctuation alone."""
+    return re.findall(r"\s*[\w']+|\s*[^\w\s]|\s+", text)
+
+
+async def as_written(tokens: list[str]) -> list[tuple[str, int]]:
+    """What `speakable` passes on, each piece with how many tokens the LLM had written when it came out."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    written = [0]
+
+    async def llm():
+        while (token := await queue.get()) is not None:
+            yield token
+
+    out: list[tuple[str, int]] = []
+
+    async def read() -> None:
+        async for piece in speakable(llm()):
+            out.append((piece, written[0]))
+
+    reader = asyncio.create_task(read())
+    for token in tokens:
+        written[0] += 1
+        queue.put_nowait(token)
+        for _ in range(5):
+            await asyncio.sleep(0)
+    queue.put_nowait(None)
+    await asyncio.wait_for(reader, 5)
+    return out
+
+
+async def test_plain_text_reaches_the_tts_as_it_is_written():
+    tokens = llm_tokens("Octopuses have three hearts, and blue blood.")
+    out = await as_written(tokens)
+    assert "".join(p for p, _ in out) == "".join(tokens)
+    # Each token went on before the next one was written: the comma that ends the first phrase is not held back.
+    assert [n for _, n in out] == list(range(1, len(tokens) + 1))
+
+
+@pytest.mark.parametrize(
+    ("reply", "spoken"),
+    [
+        ("The capital is **Tokyo**, a huge city.", "The capital is Tokyo, a huge city."),
+        ("- Sleep at the same time.\n- Avoid coffee.", "Sleep at the same time.\nAvoid coffee."),
+        ("# Tips\nRun `sleep 8` and see [the guide](https://x.org).", "Tips\nRun sleep 8 and see the guide."),
+        ("It is twenty-one degrees, and 5 - 3 is 2.", "It is twenty-one degrees, and 5 - 3 is 2."),
+    ],
+)
+async def test_markdown_is_still_not_spoken(reply, spoken):
+    out = await as_written(llm_tokens(reply))
+    assert "".join(p for p, _ in out).strip() == spoken

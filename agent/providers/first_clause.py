@@ -23,11 +23,12 @@ ABBREVIATIONS = frozenset(["mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "v
 WORD = re.compile(r"\S+(?=\s)")  # a word the LLM has finished writing
 MIN_CLAUSE_WORDS = 3  # words before a phrase opener, or a clause's punctuation, unless a sentence or an opening word
 # Words that open a new phrase: a pause before them sounds natural. Not "of" or "to", which bind to what precedes
-# them ("the capital | of Japan", "I'd love | to help"). The verb after a long subject opens one too.
+# them ("the capital | of Japan", "I'd love | to help"). The verb after a long subject opens one too ("The capital of
+# Japan | is Tokyo"), and so does "that" after three words ("Did you know | that octopuses ...").
 OPENERS = (
     "because and but or so which who whose where when while if although though unless in on at with without "
     "for from by about as than like after before since until during through into over under between "
-    "is are was were"
+    "is are was were that"
 )
 PHRASE_OPENERS = frozenset(OPENERS.split())
 

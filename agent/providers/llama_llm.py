@@ -396,6 +396,7 @@ class LlamaStream(llm.LLMStream):
         def generate() -> None:
             try:
                 with cpu.urgent(), engine.lock:
+                    usage["queued"] = time.perf_counter() - asked  # behind a prefill step or another reply
                     engine.waiting -= 1
                     if stop.is_set():  # the reply was dropped while it waited for the engine
                         return
@@ -426,6 +427,7 @@ class LlamaStream(llm.LLMStream):
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         engine.waiting += 1  # a prefill running on the engine's thread stops at its next step
+        asked = time.perf_counter()
         engine.submit(generate)
         try:
             while (item := await queue.get()) is not None:
@@ -434,7 +436,9 @@ class LlamaStream(llm.LLMStream):
                 if speak := parser.feed(item):
                     self._send_text(request_id, speak)
             logger.info(
-                "prompt %d tokens (%d cached), first token %.2f s, %d tokens in %.2f s (on the CPU %.2f s)",
+                "waited %.2f s for the model; prompt %d tokens (%d cached), first token %.2f s, %d tokens in %.2f s "
+                "(on the CPU %.2f s)",
+                usage.get("queued", 0.0),
                 usage["prompt"],
                 usage.get("cached", 0),
                 usage.get("ttft", 0.0),

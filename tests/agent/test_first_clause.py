@@ -45,6 +45,7 @@ async def speak_pieces(reply: str) -> list[tuple[str, int]]:
         ("Why was the math book sad? Because it had too many problems.", "Why was the math book sad?"),
         ("The capital of Japan is Tokyo. It is a huge city.", "The capital of Japan"),
         ("What is the capital of Japan? It is Tokyo.", "What is the capital of Japan?"),
+        ("Did you know that octopuses have three hearts?", "Did you know"),
         ("Hello! I'm just a computer program, but I'm here to help.", "Hello!"),
         ("Sure. Here is a name for a black cat: Shadow.", "Sure."),
     ],

@@ -111,6 +111,7 @@ def _local_stt(s: AgentSettings, vad: vad.VAD | None) -> stt.STT:
         beam_size=s.stt_beam_size,
         cpu_threads=s.cpu_threads,
         vad=vad if s.stt_streaming else None,
+        interim_interval_s=s.stt_interim_interval_s,
     )
 
 

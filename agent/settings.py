@@ -32,6 +32,8 @@ class AgentSettings(BaseSettings):
     # Interim transcripts while the user speaks and a final one decoded during the first silence (off: decode
     # each utterance after the VAD says it ended).
     stt_streaming: bool = True
+    # Seconds of speech between interim transcripts (each also lets the local LLM read the words so far ahead).
+    stt_interim_interval_s: float = Field(default=1.0, ge=0.2, le=10.0)
 
     # Providers per role. "auto": the cloud one whose key (or base URL) is set, the local one otherwise.
     stt_provider: Literal["auto", "deepgram", "openai", "local"] = "auto"

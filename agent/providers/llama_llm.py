@@ -31,7 +31,6 @@ logger = logging.getLogger("agent.llm")
 TOOL_MARKERS = ("<tool_call>", "<tools>", "```", '{"name"', '{"function"', '{"type": "function"')
 STOP = ["<|im_end|>", "<|endoftext|>", "</tool_call>\n\n"]
 PREFILL_STEP = 8  # tokens per step: a request that arrives meanwhile waits for one step at most (~0.15 s)
-PREFILL_STEP_ONE_CORE = 2  # the same on one thread (beside a transcript being decoded), ~0.1 s
 SHIFT_MATCH = 16  # tokens that must line up before the cache is shifted onto a new prompt
 ANSWER_NOW = "Answer the person now in one or two short sentences, using the tool result above."
 
@@ -58,7 +57,6 @@ class Engine:
     waiting: int = 0  # generations waiting for the lock: a prefill gives way to them
     chatml: tuple[int, list[int]] | None = None  # "<|im_start|>" and "user" as tokens, for a ChatML model
     thread: ThreadPoolExecutor = field(default_factory=_engine_thread)
-    threads: tuple[int, int] = (2, 2)  # writing a reply, evaluating a prompt
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Runs `fn` on the engine's own thread. Every llama.cpp call must: each thread that calls into llama.cpp gets
@@ -77,20 +75,18 @@ class Engine:
     def prefill(self, text: str) -> int:
         """Evaluates `text` as the start of the next prompt, so that prompt finds it cached.
 
-        Runs only while no generation needs the model and no urgent work runs (`agent.cpu`) but the decoding of a final
-        transcript, which takes one core: then on the other one. In small steps that stop as soon as a generation or
-        other urgent work starts. Returns how many tokens it evaluated.
+        Runs only while no generation needs the model and no urgent work runs (`agent.cpu`), in small steps that stop
+        as soon as either starts. Returns how many tokens it evaluated.
         """
-        if self.waiting or not cpu.spare_cores(self.threads[1]):
+        if self.waiting or cpu.busy():
             return 0
         return self.call(self._prefill, text)
 
     def _prefill(self, text: str) -> int:
-        if self.waiting or not cpu.spare_cores(self.threads[1]) or not self.lock.acquire(blocking=False):
+        if self.waiting or cpu.busy() or not self.lock.acquire(blocking=False):
             return 0
-        llama = self.llama
-        threads = self.threads[1]
         try:
+            llama = self.llama
             tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
             if len(tokens) >= llama.n_ctx():
                 return 0
@@ -98,26 +94,15 @@ class Engine:
             cached = _common_prefix(llama._input_ids.tolist(), tokens)
             llama.n_tokens = min(llama.n_tokens, cached)
             done = 0
-            while done + cached < len(tokens):
-                spare = min(self.threads[1], cpu.spare_cores(self.threads[1]))
-                if self.waiting or not spare:
+            for start in range(cached, len(tokens), PREFILL_STEP):
+                if self.waiting or cpu.busy():
                     break
-                if spare != threads:
-                    threads = spare
-                    self._use_threads(min(self.threads[0], threads), threads)
-                step = tokens[cached + done : cached + done + (PREFILL_STEP if threads > 1 else PREFILL_STEP_ONE_CORE)]
+                step = tokens[start : start + PREFILL_STEP]
                 llama.eval(step)
                 done += len(step)
             return done
         finally:
-            if threads != self.threads[1]:
-                self._use_threads(*self.threads)
             self.lock.release()
-
-    def _use_threads(self, writing: int, reading: int) -> None:
-        import llama_cpp
-
-        llama_cpp.llama_set_n_threads(self.llama._ctx.ctx, writing, reading)
 
     def shift_onto(self, tokens: list[int]) -> int:
         """When `tokens` leaves out a span of what is cached (the conversation window moved past its oldest items),
@@ -180,12 +165,7 @@ def load_llama(model_path: str, n_ctx: int, n_threads: int, n_threads_batch: int
         n_batch=512,
         verbose=False,
     ).result()
-    engine = Engine(
-        llama=llama,
-        template=_template(llama.metadata["tokenizer.chat_template"]),
-        thread=thread,
-        threads=(n_threads, n_threads_batch or n_threads),
-    )
+    engine = Engine(llama=llama, template=_template(llama.metadata["tokenizer.chat_template"]), thread=thread)
     opener = llama.tokenize(b"<|im_start|>", add_bos=False, special=True)
     if len(opener) == 1 and "<|im_start|>" in llama.metadata["tokenizer.chat_template"]:
         engine.chatml = (opener[0], llama.tokenize(b"user", add_bos=False, special=True))

@@ -118,7 +118,7 @@ class WhisperSTT(stt.STT):
         if audio.size < SAMPLE_RATE // 10:
             return "", 0.0, 0.0
         asked = time.perf_counter()
-        with cpu.urgent(cpu.TRANSCRIPT), self._whisper.slots:
+        with cpu.urgent(), self._whisper.slots:
             began = time.perf_counter()
             text = self._transcribe(audio, language or self._language, beam_size or self._beam_size)
             return text, began - asked, time.perf_counter() - began

@@ -153,25 +153,3 @@ def test_a_moved_conversation_window_is_shifted_in_the_cache_not_read_again(loca
     assert evaluated <= 2, evaluated  # ~200 tokens of the window were shifted into place, not evaluated again
     assert llama.n_tokens >= len(llama.tokenize(window.encode(), add_bos=False, special=True)) - 2
     assert engine.call(answer, window + question) == read_fresh
-
-
-def test_the_prompt_is_read_ahead_on_the_core_a_final_transcript_leaves_free(local_llm):
-    import llama_cpp
-
-    from agent import cpu
-
-    engine = local_llm._engine
-    llama = engine.llama
-    prompt = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is the capital of"
-    tokens = len(llama.tokenize(prompt.encode(), add_bos=False, special=True))
-
-    def threads() -> tuple[int, int]:
-        return llama_cpp.llama_n_threads(llama._ctx.ctx), llama_cpp.llama_n_threads_batch(llama._ctx.ctx)
-
-    engine.call(llama.reset)
-    with cpu.urgent():  # a reply's voice, say: the prefill waits
-        assert engine.prefill(prompt) == 0
-    with cpu.urgent(cpu.TRANSCRIPT):  # Whisper decodes on one core: the prompt is read on the other
-        assert engine.prefill(prompt) == tokens
-    assert engine.call(threads) == engine.threads  # both cores again for the reply
-    assert engine.call(lambda: llama.n_tokens) == tokens

@@ -34,7 +34,7 @@ from livekit.agents.types import NOT_GIVEN, NotGiven
 from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
-from agent import echo, group, memory, metrics, personas, phone, pipeline, skills, tracing, waterfall
+from agent import echo, group, memory, metrics, personas, phone, pipeline, playout, skills, tracing, waterfall
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
@@ -77,6 +77,7 @@ class PersonaAgent(Agent):
         self._reply_began = 0.0  # when llm_node last started (time.monotonic)
 
     async def on_enter(self) -> None:
+        playout.attach(self.session)  # audio voiced before the turn was certain plays the moment it is
         self.session.on("conversation_item_added", self._count_answer)
         call = skills.caller_of(self.session).call
         if isinstance(call, phone.Call):

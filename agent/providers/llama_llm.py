@@ -420,7 +420,7 @@ class LlamaStream(llm.LLMStream):
                             usage["ttft"] = time.perf_counter() - started
                         loop.call_soon_threadsafe(queue.put_nowait, part["choices"][0]["text"])
                     usage["seconds"] = time.perf_counter() - started
-                    usage["cpu"] = time.thread_time() - cpu_started  # this thread's; far less: it waited for a core
+                    usage["cpu"] = time.thread_time() - cpu_started  # under the wall time when it waited for a core
             except BaseException as exc:  # surfaced to the session as an API error
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import re
@@ -30,7 +31,7 @@ logger = logging.getLogger("agent.llm")
 
 TOOL_MARKERS = ("<tool_call>", "<tools>", "```", '{"name"', '{"function"', '{"type": "function"')
 STOP = ["<|im_end|>", "<|endoftext|>", "</tool_call>\n\n"]
-PREFILL_STEP = 8  # tokens per step: a request that arrives meanwhile waits for one step at most (~0.15 s)
+PREFILL_STEP = 8  # tokens per step (0.15-0.6 s on 2 busy cores; a step in flight is aborted when urgent work begins)
 SHIFT_MATCH = 16  # tokens that must line up before the cache is shifted onto a new prompt
 ANSWER_NOW = "Answer the person now in one or two short sentences, using the tool result above."
 
@@ -57,6 +58,10 @@ class Engine:
     waiting: int = 0  # generations waiting for the lock: a prefill gives way to them
     chatml: tuple[int, list[int]] | None = None  # "<|im_start|>" and "user" as tokens, for a ChatML model
     thread: ThreadPoolExecutor = field(default_factory=_engine_thread)
+    prefilling: bool = False  # a prefill step is being evaluated
+    abort_flag: Any = None  # the byte llama.cpp's abort callback reads (`abort_prefill_steps`)
+    abort_callback: Any = None
+    _abort_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Runs `fn` on the engine's own thread. Every llama.cpp call must: each thread that calls into llama.cpp gets
@@ -72,11 +77,53 @@ class Engine:
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         return self.submit(fn, *args).result()
 
+    def abort_prefill_steps(self) -> None:
+        """Lets `stop_prefill` abort a prefill step in flight. llama.cpp asks an abort callback before each operation
+        of the graph (hundreds per token) on its compute thread; a Python callback would take the GIL each time, so
+        the callback is libc's `strlen` on a two-byte buffer: non-zero, that is true, once the first byte is set."""
+        import llama_cpp
+
+        try:
+            strlen = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            return  # prefill steps then run to their end
+        self.abort_flag = ctypes.create_string_buffer(2)
+        self.abort_callback = llama_cpp.ggml_abort_callback(strlen)
+        data = ctypes.cast(self.abort_flag, ctypes.c_void_p)
+        llama_cpp.llama_set_abort_callback(self.llama._ctx.ctx, self.abort_callback, data)
+
+    def stop_prefill(self) -> None:
+        """Aborts the prefill step being evaluated, if any, within a few ms. A step of 8 tokens takes 0.15-0.6 s
+        here, and one in flight when the person stopped speaking slowed the final transcript's decode by as much.
+        llama.cpp removes the aborted step's tokens from its cache; they are evaluated again later."""
+        with self._abort_lock:
+            if self.prefilling and self.abort_flag is not None:
+                self.abort_flag[0] = b"\x01"
+
+    def _step(self, tokens: list[int]) -> bool:
+        """Evaluates one prefill step; False when it was aborted (`stop_prefill`)."""
+        with self._abort_lock:
+            self.prefilling = True
+        try:
+            if self.waiting or cpu.busy():
+                return False
+            self.llama.eval(tokens)
+            return True
+        except RuntimeError:
+            if self.abort_flag is not None and self.abort_flag[0] != b"\x00":
+                return False
+            raise
+        finally:
+            with self._abort_lock:
+                self.prefilling = False
+                if self.abort_flag is not None:
+                    self.abort_flag[0] = b"\x00"
+
     def prefill(self, text: str) -> int:
         """Evaluates `text` as the start of the next prompt, so that prompt finds it cached.
 
         Runs only while no generation needs the model and no urgent work runs (`agent.cpu`), in small steps that stop
-        as soon as either starts. Returns how many tokens it evaluated.
+        as soon as either starts, the step in flight included. Returns how many tokens it evaluated.
         """
         if self.waiting or cpu.busy():
             return 0
@@ -95,10 +142,9 @@ class Engine:
             llama.n_tokens = min(llama.n_tokens, cached)
             done = 0
             for start in range(cached, len(tokens), PREFILL_STEP):
-                if self.waiting or cpu.busy():
-                    break
                 step = tokens[start : start + PREFILL_STEP]
-                llama.eval(step)
+                if not self._step(step):
+                    break
                 done += len(step)
             return done
         finally:
@@ -166,6 +212,8 @@ def load_llama(model_path: str, n_ctx: int, n_threads: int, n_threads_batch: int
         verbose=False,
     ).result()
     engine = Engine(llama=llama, template=_template(llama.metadata["tokenizer.chat_template"]), thread=thread)
+    engine.abort_prefill_steps()
+    cpu.on_urgent(engine.stop_prefill)
     opener = llama.tokenize(b"<|im_start|>", add_bos=False, special=True)
     if len(opener) == 1 and "<|im_start|>" in llama.metadata["tokenizer.chat_template"]:
         engine.chatml = (opener[0], llama.tokenize(b"user", add_bos=False, special=True))
@@ -426,7 +474,8 @@ class LlamaStream(llm.LLMStream):
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-        engine.waiting += 1  # a prefill running on the engine's thread stops at its next step
+        engine.waiting += 1  # a prefill running on the engine's thread stops now
+        engine.stop_prefill()
         asked = time.perf_counter()
         engine.submit(generate)
         try:

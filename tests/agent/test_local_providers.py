@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import AgentSession, llm
 
-from agent import skills
+from agent import cpu, skills
 from agent.main import Assistant
 from agent.models import packaged_gguf
 from agent.providers.hibari_tts import HibariTTS
@@ -153,3 +156,37 @@ def test_a_moved_conversation_window_is_shifted_in_the_cache_not_read_again(loca
     assert evaluated <= 2, evaluated  # ~200 tokens of the window were shifted into place, not evaluated again
     assert llama.n_tokens >= len(llama.tokenize(window.encode(), add_bos=False, special=True)) - 2
     assert engine.call(answer, window + question) == read_fresh
+
+
+def test_urgent_work_stops_the_prefill_step_in_flight_and_the_cache_stays_right(local_llm):
+    engine = local_llm._engine
+    llama = engine.llama
+    system = "<|im_start|>system\nYou are a helpful assistant. Answer in one short sentence.<|im_end|>\n"
+    question = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+
+    def answer(prompt: str) -> str:
+        parts = llama.create_completion(prompt, max_tokens=8, temperature=0.0, stream=True)
+        return "".join(part["choices"][0]["text"] for part in parts)
+
+    def read(prompt: str) -> str:
+        llama.reset()
+        return answer(prompt)
+
+    expected = engine.call(read, system + question)
+    engine.call(lambda: (llama.reset(), llama.eval(llama.tokenize(system.encode(), add_bos=False, special=True))))
+    cached = llama.n_tokens
+
+    def urgent_once_a_step_runs() -> None:  # e.g. the final transcript's decode, as the person stops speaking
+        deadline = time.monotonic() + 10
+        while not engine.prefilling and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with cpu.urgent():
+            time.sleep(0.05)
+
+    decode = threading.Thread(target=urgent_once_a_step_runs)
+    decode.start()
+    evaluated = engine.prefill(system + question)  # 14 tokens: two steps of up to 8
+    decode.join()
+    assert evaluated == 0  # the first step was stopped, not finished (that took 0.15-0.6 s of a core)
+    assert llama.n_tokens == cached
+    assert engine.call(answer, system + question) == expected  # nothing half-evaluated was left in the cache

@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -38,6 +39,9 @@ logger = logging.getLogger("agent.stt")
 SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100  # Whisper's mel frames
 MIN_WINDOW_S = 10.0  # shorter encoder windows start to repeat themselves
+# Interim transcripts only feed the LLM's prefill and live captions: a 7 s window encodes in 78 instead of 133 ms, and
+# their words agree with the final transcript's as often (509 of 577 vs 510 of 580 on 81 snapshots).
+INTERIM_WINDOW_S = 7.0
 MAX_WINDOW_S = 30.0
 MAX_UTTERANCE_S = 60.0  # a longer monologue is cut into several finals (bounded memory)
 QUIET = 10 ** (-30 / 20)  # a window 30 dB below the utterance's loudest one has no voice in it
@@ -110,6 +114,15 @@ class WhisperSTT(stt.STT):
         with self._whisper.slots:
             return self._transcribe(audio, language or self._language, beam_size or self._beam_size)
 
+    def interim(self, audio: np.ndarray, language: str, stale: Callable[[], bool]) -> str:
+        """A quick greedy decode of the utterance so far, on a shorter window; empty when `stale()` says, once the
+        audio is encoded, that the voice has stopped meanwhile: the final decode then runs beside it, and this one's
+        words would come too late to be of use."""
+        if audio.size < SAMPLE_RATE // 10 or audio.size > (INTERIM_WINDOW_S - 1) * SAMPLE_RATE:
+            return self.transcribe(audio, language, 1)
+        with self._whisper.slots:
+            return self._decode_window(audio, language, 1, INTERIM_WINDOW_S, stale)
+
     def timed_transcribe(
         self, audio: np.ndarray, language: str | None = None, beam_size: int | None = None
     ) -> tuple[str, float, float]:
@@ -136,13 +149,22 @@ class WhisperSTT(stt.STT):
         texts = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
         return " ".join(t.strip() for t in texts).strip()
 
-    def _decode_window(self, audio: np.ndarray, language: str, beam: int) -> str:
+    def _decode_window(
+        self,
+        audio: np.ndarray,
+        language: str,
+        beam: int,
+        min_window_s: float = MIN_WINDOW_S,
+        stale: Callable[[], bool] | None = None,
+    ) -> str:
         model = self._whisper.model
         features = model.feature_extractor(audio)
         seconds = audio.size / SAMPLE_RATE
-        window = int(min(MAX_WINDOW_S, max(MIN_WINDOW_S, np.ceil(seconds + 1.0))) * FRAMES_PER_SECOND)
+        window = int(min(MAX_WINDOW_S, max(min_window_s, np.ceil(seconds + 1.0))) * FRAMES_PER_SECOND)
         features = np.pad(features[:, :window], ((0, 0), (0, max(0, window - features.shape[1]))))
         encoded = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])))
+        if stale is not None and stale():
+            return ""
         tokenizer = _tokenizer(model, language)
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         result = model.model.generate(
@@ -290,7 +312,9 @@ class WhisperStream(stt.RecognizeStream):
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
         async def interim(snapshot: np.ndarray) -> None:
-            text = await asyncio.to_thread(owner.transcribe, snapshot, self._language, 1)
+            text = await asyncio.to_thread(
+                owner.interim, snapshot, self._language, lambda: speculative is not None or not speaking
+            )
             if text and speaking and not preflight_sent:  # an older, shorter guess would stop the preflight's reply
                 self._event_ch.send_nowait(_event(stt.SpeechEventType.INTERIM_TRANSCRIPT, text, self._language))
 

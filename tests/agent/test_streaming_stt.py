@@ -39,6 +39,13 @@ async def test_interim_words_while_speaking_then_one_final(whisper):
     assert any("weather" in t.lower() for t in early), early
 
 
+def test_an_interim_decode_gives_way_once_the_voice_has_stopped(whisper):
+    so_far = speak("What should I cook for dinner tonight?")[: SAMPLE_RATE * 2].astype(np.float32) / 32768
+    assert "cook" in whisper.interim(so_far, "en", stale=lambda: False).lower()
+    # The person stopped while it was encoding: the final decode needs the core, and these words come too late.
+    assert whisper.interim(so_far, "en", stale=lambda: True) == ""
+
+
 async def test_a_pause_mid_sentence_does_not_split_or_lose_words(whisper):
     first, second = speak("I would like to order"), speak("a large pizza with mushrooms")
     first = first[: last_voiced_index(first)]  # espeak ends each clip with silence of its own

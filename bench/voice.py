@@ -1,12 +1,14 @@
 """Voice-to-voice benchmark: spoken requests from a real LiveKit client through livekit-server, on the offline default.
 
 Starts its own stack on free loopback ports (livekit-server, agent worker, token server), joins as a `livekit.rtc`
-participant, speaks each request (espeak-ng), and measures at the client the time from the last voiced frame of
-the request to the agent's first audible frame. The agent's per-turn waterfall (topic `voice-agent.waterfall`)
-says where the time went. It also checks what was heard (word error rate) and answered (expected words).
+participant, speaks each request (espeak-ng, or hibari: `--voice`), and measures at the client the time from the last
+voiced frame of the request to the agent's first audible frame. The agent's per-turn waterfall (topic
+`voice-agent.waterfall`) says where the time went. It also checks what was heard (word error rate) and answered
+(expected words).
 
 Run: `uv run python -m bench.voice` (about 5 minutes on 2 cores). Options: `--turns N`, `--set KEY=VALUE` (agent
-settings, e.g. `--set STT_BEAM_SIZE=1`), `--json FILE`.
+settings, e.g. `--set STT_BEAM_SIZE=1`), `--json FILE`, `--voice espeak|hibari|mixed` (the person's voice: espeak-ng's
+flat formant voice, which Whisper base mishears more, hibari's neural one, or the two in turn).
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from livekit import rtc
 
 from agent.waterfall import STAGES, TOPIC
 from stack.services import Stack
 from tests.support.ports import loopback_ports
 from tests.support.rtc_client import Client
-from tests.support.speech import speak
+from tests.support.speech import hibari_speech, speak
+
+VOICES = ("espeak", "hibari", "mixed")
 
 
 def clock_in(zone: str) -> str:
@@ -130,8 +135,19 @@ def check(expect: str | None, reply: str) -> bool:
     return re.search(expect, reply, re.IGNORECASE) is not None
 
 
-async def run(turns: int, env: dict[str, str], log_dir: Path) -> list[Turn]:
+def voiced(turns: int, voice: str) -> list[np.ndarray]:
+    """Each turn's request as speech, made before the stack starts (hibari takes the CPU while it speaks)."""
+    out = []
+    for n in range(turns):
+        request = REQUESTS[n % len(REQUESTS)][1]
+        hibari = voice == "hibari" or (voice == "mixed" and n % 2 == 1)
+        out.append(hibari_speech(request) if hibari else speak(request))
+    return out
+
+
+async def run(turns: int, env: dict[str, str], log_dir: Path, voice: str = "espeak") -> list[Turn]:
     log_dir.mkdir(parents=True, exist_ok=True)
+    speech = voiced(turns, voice)
     print(f"starting the stack (logs in {log_dir}) ...", flush=True)
     with Stack(loopback_ports(), env=env, log_dir=log_dir, progress=lambda m: print("  " + m, flush=True)) as stack:
         client = Client(stack.token_url, identity="bench-user")
@@ -157,7 +173,7 @@ async def run(turns: int, env: dict[str, str], log_dir: Path) -> list[Turn]:
                 heard_before = len(client.texts(client.identity))
                 said_before = len(client.texts(client.agent_identity))
                 records_before = len(records)
-                await client.say(speak(request))
+                await client.say(speech[n])
                 end = client.last_voiced_at
                 try:
                     await client.wait_for(lambda end=end: client.speech_since(end) is not None, 60, "an answer")
@@ -232,6 +248,7 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=len(REQUESTS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent setting (env)")
     parser.add_argument("--json", type=Path, help="write the per-turn results here")
+    parser.add_argument("--voice", choices=VOICES, default="espeak", help="the person's voice (default: espeak)")
     args = parser.parse_args()
     data = tempfile.mkdtemp(prefix="bench-voice-")
     env = {"LLM_BASE_URL": "", "DATA_DIR": data}
@@ -239,7 +256,8 @@ def main() -> int:
         key, _, value = item.partition("=")
         env[key.upper()] = value
     print("settings:", " ".join(f"{k}={v}" for k, v in env.items() if k != "DATA_DIR") or "defaults", flush=True)
-    results = asyncio.run(run(args.turns, env, Path(data) / "logs"))
+    print("voice:", args.voice, flush=True)
+    results = asyncio.run(run(args.turns, env, Path(data) / "logs", args.voice))
     report(results)
     if args.json:
         args.json.write_text(json.dumps([asdict(t) for t in results], indent=1))

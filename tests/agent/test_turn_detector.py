@@ -36,12 +36,11 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, llm
 
 from agent import pipeline
-from agent.providers.hibari_tts import load_hibari, trim_silence
 from agent.providers.whisper_stt import WhisperSTT
 from agent.settings import AgentSettings
 from tests.agent.test_barge_in_audio import RealtimeSpeaker, ScriptedMic, newest_user_text, wait_until
 from tests.support.scripted_llm import ScriptedLLM
-from tests.support.speech import SAMPLE_RATE, last_voiced_index, rms
+from tests.support.speech import SAMPLE_RATE, hibari_speech, last_voiced_index, rms
 
 pytestmark = [pytest.mark.models, pytest.mark.timeout(180)]
 
@@ -79,15 +78,6 @@ def dev_mode_with_cloud_keys(monkeypatch):
 
 
 # --- the person's voice --------------------------------------------------------------------------------------------
-
-
-def hibari_speech(text: str) -> np.ndarray:
-    """hibari's "heart" voice as 16 kHz int16, deterministic."""
-    audio = trim_silence(load_hibari("heart", 2)(text, seed=1))
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
-    resampler = rtc.AudioResampler(24000, SAMPLE_RATE, num_channels=1)
-    frames = resampler.push(rtc.AudioFrame(pcm.tobytes(), 24000, 1, len(pcm))) + resampler.flush()
-    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
 
 
 def gaps(samples: np.ndarray, min_s: float = 0.08) -> list[tuple[float, float]]:

@@ -1,4 +1,5 @@
-"""Test speech: WAVs spoken by espeak-ng (a voice unlike the agent's), as 16 kHz int16 samples."""
+"""Test speech as 16 kHz int16 samples: espeak-ng (a voice unlike the agent's, flat and hard for Whisper) or hibari's
+packaged neural voice (natural prosody, the agent's own voice)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def speak(text: str, *, speed: int = 150) -> np.ndarray:
         path = Path(tmp) / "speech.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True)
         return read_wav(path)
+
+
+def hibari_speech(text: str) -> np.ndarray:
+    """hibari's "heart" voice, deterministic (the packaged voice: no download)."""
+    from agent.providers.hibari_tts import load_hibari, trim_silence
+
+    audio = trim_silence(load_hibari("heart", 2)(text, seed=1))
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+    resampler = rtc.AudioResampler(24000, SAMPLE_RATE, num_channels=1)
+    frames = resampler.push(rtc.AudioFrame(pcm.tobytes(), 24000, 1, len(pcm))) + resampler.flush()
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
 
 
 def rms(samples: np.ndarray) -> float:

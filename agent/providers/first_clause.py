@@ -90,6 +90,10 @@ def first_cut(text: str) -> int | None:
     # The word being written, when its punctuation cannot go on ("hearts," "Hello!", not "1," or "Dr."): it goes now,
     # not one token (60-90 ms) later when the next word's space arrives.
     last = LAST_WORD.search(text)
+    # Likewise a phrase opener just written ("The capital of Japan is"): the LLM writes each as a token of its own, and
+    # a word it then goes on into is rare ("that's", itself an opener) and only moves the pause.
+    if last and words >= MIN_CLAUSE_WORDS and last.group().lower() in PHRASE_OPENERS:
+        return last.start()
     if last and _final_punctuation(last.group()) and (words + 1 >= MIN_CLAUSE_WORDS or _short(last.group())):
         return last.end()
     return None

@@ -118,7 +118,7 @@ class WhisperSTT(stt.STT):
         """A quick greedy decode of the utterance so far, on a shorter window; empty when `stale()` says, once the
         audio is encoded, that the voice has stopped meanwhile: the final decode then runs beside it, and this one's
         words would come too late to be of use."""
-        if audio.size < SAMPLE_RATE // 10 or audio.size > (INTERIM_WINDOW_S - 1) * SAMPLE_RATE:
+        if not language or audio.size < SAMPLE_RATE // 10 or audio.size > (INTERIM_WINDOW_S - 1) * SAMPLE_RATE:
             return self.transcribe(audio, language, 1)
         with self._whisper.slots:
             return self._decode_window(audio, language, 1, INTERIM_WINDOW_S, stale)

@@ -71,6 +71,20 @@ async def test_final_punctuation_sends_the_first_phrase_without_waiting_for_the_
     assert pieces[0] == (first, len(llm_tokens(first)))
 
 
+@pytest.mark.parametrize(
+    ("reply", "first"),
+    [
+        ("The capital of Japan is Tokyo.", "The capital of Japan"),
+        ("Romeo and Juliet was written by William Shakespeare.", "Romeo and Juliet"),
+        ("The sky is blue because of the way sunlight scatters.", "The sky is blue"),
+        ("Did you know that octopuses have three hearts?", "Did you know"),
+    ],
+)
+async def test_a_phrase_opener_sends_the_phrase_before_it_as_soon_as_it_is_written(reply, first):
+    pieces = await speak_pieces(reply)
+    assert pieces[0] == (first, len(llm_tokens(first)) + 1)  # on the opener's token, not the next word's
+
+
 async def test_punctuation_that_may_go_on_waits_for_the_next_word():
     # "3," may become "3,000"; "U." may become "U.S.".
     assert (await speak_pieces("It costs 3,000 dollars, more or less."))[0][0] == "It costs 3,000 dollars,"

@@ -83,7 +83,7 @@ def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
             model=s.stt_remote_model,
             language=s.stt_language,
             use_realtime=False,
-            client=openai_client(s.stt_base_url or "", s.stt_api_key),
+            client=openai_client(*s.stt_endpoint),
         )
         if s.provider_fallback:
             # Per utterance: the VAD cuts it, and if the server fails, local Whisper decodes the same audio, so the
@@ -99,6 +99,8 @@ def build_stt(s: AgentSettings, vad: vad.VAD | None = None) -> stt.STT:
 
     # When the streaming provider fails, the local STT takes over from the start of the utterance in progress.
     # One quick retry: a service that refuses connections should not leave the person unheard for seconds.
+    # The local STT streams only with a VAD, and the adapter takes only streaming STTs: never build it without one.
+    vad = vad or build_vad(s)
     return ReplayingFallbackAdapter([cloud, _local_stt(s, vad)], vad=vad, retry_interval=0.5)
 
 
@@ -116,9 +118,10 @@ def _local_stt(s: AgentSettings, vad: vad.VAD | None) -> stt.STT:
 
 
 def build_llm(s: AgentSettings) -> llm.LLM:
-    """The OpenAI-compatible LLM when LLM_BASE_URL is set (falling back to the local one if it fails), else local."""
-    if s.llm_provider == "openai":
-        remote = openai.LLM(model=s.llm_model, client=openai_client(s.llm_base_url or "", s.llm_api_key))
+    """The remote LLM (LLM_BASE_URL's server, or OpenAI with OPENAI_API_KEY), falling back to the local one if it
+    fails; else the local one."""
+    if s.llm_choice == "openai":
+        remote = openai.LLM(model=s.llm_model, client=openai_client(*s.llm_endpoint))
         if not (s.provider_fallback and _local_llm_available()):
             return remote
         return llm.FallbackAdapter([remote, _local_llm(s)])
@@ -175,7 +178,7 @@ def build_tts(s: AgentSettings, voice: str | None = None, speed: float = 1.0) ->
             voice=voice if voice and voice != s.tts_voice else s.tts_remote_voice,
             speed=s.tts_speed * speed,
             response_format="pcm",
-            client=openai_client(s.tts_base_url or "", s.tts_api_key),
+            client=openai_client(*s.tts_endpoint),
         )
         cloud = tts.StreamAdapter(tts=remote, sentence_tokenizer=FirstClauseTokenizer())
     else:
@@ -238,7 +241,7 @@ def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
     shared = Shared(vad=build_vad(s), notes=NoteStore(db), memory=MemoryStore(db))
     units.registry()  # pint parses its unit definitions once (~1 s)
     shared.turn_detector = build_turn_detector(s)
-    build_stt(s)  # remote providers load nothing; local ones load their models once here
+    build_stt(s, shared.vad)  # as sessions build it (a cloud STT's local fallback streams with the VAD)
     build_tts(s)
     model = build_llm(s)
     global _warmed
@@ -335,7 +338,7 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def preflight(s: AgentSettings) -> None:
+def preflight(s: AgentSettings, check_server: bool = True) -> None:
     """Checks what would otherwise fail later as a traceback wall, and stops with one line."""
     from agent.models import ModelMissingError, hibari_voice, whisper_model
 
@@ -349,7 +352,7 @@ def preflight(s: AgentSettings) -> None:
     try:
         whisper_model(s.stt_model)  # the local STT is the default and every cloud STT's fallback
         hibari_voice(s.tts_voice, s.tts_voice_base_url)  # so is the local TTS; a voice not packaged is fetched now
-        if s.llm_provider == "local":
+        if s.llm_choice == "local":
             import importlib.util
 
             if importlib.util.find_spec("llama_cpp") is None:
@@ -357,7 +360,8 @@ def preflight(s: AgentSettings) -> None:
             gguf_path(s)  # joins the packaged model, or downloads LLM_GGUF_URL, before the worker registers
     except ModelMissingError as exc:
         fail(str(exc))
-    asyncio.run(_check_server(s))
+    if check_server:
+        asyncio.run(_check_server(s))
 
 
 async def _check_server(s: AgentSettings) -> None:

@@ -56,10 +56,15 @@ class AgentSettings(BaseSettings):
     stt_api_key: str | None = Field(default=None, repr=False)
     stt_remote_model: str = "whisper-1"
 
-    # LLM: an OpenAI-compatible endpoint when LLM_BASE_URL is set, the local llama.cpp model otherwise.
+    # LLM, "auto": any OpenAI-compatible server at LLM_BASE_URL (with LLM_API_KEY); else OpenAI itself when
+    # OPENAI_API_KEY is set (livekit-plugins-openai's own variable; OPENAI_BASE_URL moves it, as in OpenAI's SDK);
+    # else the local llama.cpp model.
+    llm_provider: Literal["auto", "openai", "local"] = "auto"
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key: str | None = Field(default=None, repr=False)
+    openai_api_key: str | None = Field(default=None, repr=False)
+    openai_base_url: str = "https://api.openai.com/v1"
     llm_gguf_path: str | None = None
     # Or a GGUF to download once (with a progress bar) into the model cache, e.g. a huggingface.co resolve URL.
     llm_gguf_url: str | None = None
@@ -156,6 +161,11 @@ class AgentSettings(BaseSettings):
     # The participant attribute whose value "moderator" lets someone mute and unmute the agent by RPC.
     group_role_attribute: str = "role"
 
+    @field_validator("openai_base_url", mode="before")
+    @classmethod
+    def _default_when_empty(cls, value: object) -> object:
+        return value or "https://api.openai.com/v1"
+
     @field_validator("group_agent_names")
     @classmethod
     def _some_name(cls, value: str) -> str:
@@ -172,8 +182,28 @@ class AgentSettings(BaseSettings):
         return [name.strip() for name in self.agent_skills.split(",") if name.strip()]
 
     @property
-    def llm_provider(self) -> Literal["openai", "local"]:
-        return "openai" if self.llm_base_url else "local"
+    def llm_choice(self) -> Literal["openai", "local"]:
+        if self.llm_provider != "auto":
+            return self.llm_provider
+        return "openai" if self.llm_base_url or self.openai_api_key else "local"
+
+    @property
+    def llm_endpoint(self) -> tuple[str, str | None]:
+        """The remote LLM's base URL and key: LLM_BASE_URL's server, else OpenAI's."""
+        return self._endpoint(self.llm_base_url, self.llm_api_key)
+
+    @property
+    def stt_endpoint(self) -> tuple[str, str | None]:
+        return self._endpoint(self.stt_base_url, self.stt_api_key)
+
+    @property
+    def tts_endpoint(self) -> tuple[str, str | None]:
+        return self._endpoint(self.tts_base_url, self.tts_api_key)
+
+    def _endpoint(self, base_url: str | None, api_key: str | None) -> tuple[str, str | None]:
+        if base_url:
+            return base_url, api_key or self.openai_api_key
+        return self.openai_base_url, api_key or self.openai_api_key
 
     @property
     def stt_choice(self) -> str:
@@ -192,12 +222,14 @@ class AgentSettings(BaseSettings):
         missing = []
         if self.stt_choice == "deepgram" and not self.deepgram_api_key:
             missing.append("STT_PROVIDER=deepgram needs DEEPGRAM_API_KEY")
-        if self.stt_choice == "openai" and not self.stt_base_url:
-            missing.append("STT_PROVIDER=openai needs STT_BASE_URL (and STT_API_KEY if the server wants one)")
+        if self.stt_choice == "openai" and not (self.stt_base_url or self.openai_api_key):
+            missing.append("STT_PROVIDER=openai needs OPENAI_API_KEY (OpenAI) or STT_BASE_URL (any compatible server)")
         if self.tts_choice == "elevenlabs" and not self.eleven_api_key:
             missing.append("TTS_PROVIDER=elevenlabs needs ELEVEN_API_KEY")
-        if self.tts_choice == "openai" and not self.tts_base_url:
-            missing.append("TTS_PROVIDER=openai needs TTS_BASE_URL (and TTS_API_KEY if the server wants one)")
+        if self.llm_choice == "openai" and not (self.llm_base_url or self.openai_api_key):
+            missing.append("LLM_PROVIDER=openai needs OPENAI_API_KEY (OpenAI) or LLM_BASE_URL (any compatible server)")
+        if self.tts_choice == "openai" and not (self.tts_base_url or self.openai_api_key):
+            missing.append("TTS_PROVIDER=openai needs OPENAI_API_KEY (OpenAI) or TTS_BASE_URL (any compatible server)")
         return missing
 
 

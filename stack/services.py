@@ -374,15 +374,7 @@ class Stack:
             except telephony.TelephonyError as exc:
                 raise StackError(str(exc)) from None
         if self.with_agent:
-            agent = Service(
-                "agent",
-                [python, "-m", "agent.main", "start"],
-                self.env,
-                ready_line="registered worker",
-                log_path=self._log("agent"),
-                echo=self.echo,
-            )
-            self._run(agent, agent_timeout)
+            self.start_agent(timeout=agent_timeout)
         token = Service(
             "token-server",
             [python, "-m", "token_server"],
@@ -392,6 +384,25 @@ class Stack:
             echo=self.echo,
         )
         self._run(token, 30)
+
+    def start_agent(self, env: dict[str, str] | None = None, timeout: float = 300.0, name: str = "agent") -> Service:
+        """An agent worker, started as `scripts/up` starts it, with `env` over the stack's environment; ready once it
+        has registered with livekit-server."""
+        agent = Service(
+            name,
+            [sys.executable, "-m", "agent.main", "start"],
+            {**self.env, **(env or {})},
+            ready_line="registered worker",
+            log_path=self._log(name),
+            echo=self.echo,
+        )
+        self._run(agent, timeout)
+        return agent
+
+    def stop_service(self, service: Service) -> None:
+        service.stop()
+        if service in self.services:
+            self.services.remove(service)
 
     def _run(self, service: Service, timeout: float) -> None:
         self.services.append(service)

@@ -83,6 +83,24 @@ def sessions_active(stack: Stack) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def idle(stack: Stack, timeout: float = 45.0) -> tuple[list[str], float]:
+    """Waits until no call room is left and the agent runs no session; returns what is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left, active = [r for r in asyncio.run(rooms(stack)) if r.startswith("call-")], sessions_active(stack)
+        if (not left and active == 0) or time.monotonic() > deadline:
+            return left, active
+        time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def clean_capacity(phone_stack: Stack) -> None:
+    """Each test starts with every slot free: a call of the test before (or its room) must not take a slot of
+    this one, whatever the order the tests run in and however slow the machine."""
+    left, active = idle(phone_stack)
+    assert not left and active == 0, f"the previous test left rooms {left} and {active} sessions"
+
+
 def dial(stack: Stack, workdir: Path, steps: str, ear: phone.RtpListener, **kw) -> phone.Sipp:
     workdir.mkdir(parents=True, exist_ok=True)
     source = kw.pop("source", "127.0.0.1")
@@ -214,14 +232,9 @@ def test_a_caller_hanging_up_mid_reply_ends_the_job_and_the_room(phone_stack, tm
     finally:
         ear.stop()
     assert ear.first_voice_after(0) is not None, "the agent had not started speaking when the caller hung up"
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline:
-        left = [r for r in asyncio.run(rooms(phone_stack)) if r.startswith("call-")]
-        if not left and sessions_active(phone_stack) == 0:
-            break
-        time.sleep(1)
+    left, active = idle(phone_stack)
     assert not left, f"rooms still open after the caller hung up: {left}"
-    assert sessions_active(phone_stack) == 0, "the agent's session is still running"
+    assert active == 0, "the agent's session is still running"
 
 
 def test_calls_from_unknown_places_or_to_unknown_numbers_are_rejected_without_a_room(phone_stack, tmp_path):

@@ -49,6 +49,7 @@ TOOL_ITEMS = ("function_call", "function_call_output")
 # The others (saving or forgetting notes, hanging up) act as tool calls, once the turn is certain.
 ANSWERED_AT_ONCE = frozenset({"get_time", "calculate", "convert_units", "recall_notes"})
 PREFILL_AFTER_S = 0.05
+CONSOLE_IDENTITY = "console"  # whose notes and memories a `console` session keeps
 
 
 class PersonaAgent(Agent):
@@ -116,7 +117,17 @@ class PersonaAgent(Agent):
         if get_settings().skill_fast_path and last is not None:
             if last.type == "message" and last.role == "user":
                 request = self.request_of(last.text_content or "")
-                found = router.route(request, {tool.id for tool in tools}, get_settings().home_timezone)
+                enabled = {tool.id for tool in tools}
+                found = router.route(request, enabled, get_settings().home_timezone)
+                caller = skills.caller_of(self.session)
+                if "forget_notes" in enabled and skills.answers_forget_question(self.session, caller, last):
+                    # The reply to "delete your notes?": a yes goes to the tool (which checks it again); a no is
+                    # answered here (the question lapses by itself: only the very next message can confirm it).
+                    if router.is_yes(request):
+                        found = router.Route("forget_notes", {})
+                    elif router.is_no(request):
+                        yield skills.KEPT
+                        return
                 if found and found.tool in ANSWERED_AT_ONCE and (answer := await self._answer(found, tools)):
                     yield answer
                     return
@@ -127,9 +138,12 @@ class PersonaAgent(Agent):
                     yield llm.ChatChunk(id=call_id, delta=llm.ChoiceDelta(role="assistant", tool_calls=[call]))
                     return
             elif last.type == "function_call_output" and last.call_id in self._routed:
-                # The tool's own sentence is the answer (or its apology).
-                yield GOODBYE if self._routed.pop(last.call_id) == "end_call" else last.output
-                return
+                # The tool's own sentence is the answer (or its apology); an end_call that found no goodbye in the
+                # person's words leaves the answer to the LLM (which is not shown the routed call).
+                tool = self._routed.pop(last.call_id)
+                if tool != "end_call" or last.output != skills.CALL_GOES_ON:
+                    yield GOODBYE if tool == "end_call" else last.output
+                    return
         async for chunk in Agent.default.llm_node(self, self.llm_view(chat_ctx), tools, model_settings):
             yield chunk
 
@@ -244,7 +258,7 @@ server = AgentServer(
     num_idle_processes=1,
     initialize_process_timeout=180,
     drain_timeout=30,  # on SIGTERM, let calls in progress finish for up to 30 s
-    load_fnc=pipeline.session_load,  # reported to the server, which balances calls across workers by it
+    load_fnc=lambda: capacity.load(),  # reported to the server, which offers calls by it (pipeline.Capacity)
     load_threshold=math.inf,  # capacity is checked per request instead (pipeline.Capacity)
     host=settings.agent_http_host,
     port=settings.agent_http_port,
@@ -255,7 +269,7 @@ server = AgentServer(
 )
 
 
-capacity = pipeline.Capacity(server)
+capacity = pipeline.Capacity(server, settings.max_sessions, settings.livekit_target_load)
 
 
 @server.rtc_session(agent_name=settings.agent_name, on_request=capacity.on_request)
@@ -265,14 +279,19 @@ async def entrypoint(ctx: JobContext) -> None:
         await echo.run(ctx)
         return
     shared: pipeline.Shared = ctx.proc.userdata["shared"]
-    await ctx.connect()
-    caller = await ctx.wait_for_participant()
-    if group.wanted(settings, pipeline.dispatch_options(ctx.job.metadata), ctx.room):
-        # Several people: one listener per person and an answer policy (agent/group.py).
-        await group.run(ctx, shared, settings, PersonaAgent, fast_path_prefix=ROUTED)
-        return
-    call = phone.Call.of(caller) if phone.is_phone(caller) else None
-    identity = call.memory_key if call else caller.identity
+    if ctx.is_fake_job():
+        # `python -m agent.main console`: the terminal is the microphone and speaker; there is no room to join.
+        caller_identity, call = CONSOLE_IDENTITY, None
+    else:
+        await ctx.connect()
+        caller = await ctx.wait_for_participant()
+        if group.wanted(settings, pipeline.dispatch_options(ctx.job.metadata), ctx.room):
+            # Several people: one listener per person and an answer policy (agent/group.py).
+            await group.run(ctx, shared, settings, PersonaAgent, fast_path_prefix=ROUTED)
+            return
+        caller_identity = caller.identity
+        call = phone.Call.of(caller) if phone.is_phone(caller) else None
+    identity = call.memory_key if call else caller_identity
     session = AgentSession(
         userdata=skills.CallContext(identity=identity, notes=shared.notes, memory=shared.memory, call=call),
         vad=shared.vad,  # 1. voice activity: when the user speaks
@@ -300,7 +319,7 @@ async def entrypoint(ctx: JobContext) -> None:
     # 16 kHz is what the VAD and Whisper take (WebRTC resamples, in Rust); 20 ms frames reach the VAD 15 ms sooner on
     # average than livekit's 50 ms default.
     linked = RoomOptions(
-        participant_identity=caller.identity, audio_input=AudioInputOptions(sample_rate=16000, frame_size_ms=20)
+        participant_identity=caller_identity, audio_input=AudioInputOptions(sample_rate=16000, frame_size_ms=20)
     )
     persona = pipeline.dispatch_options(ctx.job.metadata).get("persona", settings.persona)
     try:
@@ -312,6 +331,7 @@ async def entrypoint(ctx: JobContext) -> None:
     @session.on("close")
     def _end_job(_ev: object) -> None:
         # The person left or the call ended: free this worker's slot now rather than when the room times out.
+        capacity.finished(ctx.job.id)
         if call:
 
             async def hang_up() -> None:  # nothing of a phone call outlives it
@@ -327,7 +347,9 @@ async def entrypoint(ctx: JobContext) -> None:
 
 if __name__ == "__main__":
     tracing.setup({"voice_agent.agent_name": settings.agent_name})  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
-    pipeline.preflight(settings)
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    # `console` talks in the terminal and `download-files` only fetches: neither needs a reachable livekit-server.
+    pipeline.preflight(settings, check_server=command not in ("console", "download-files"))
     # Load and warm the models before registering, so no call ever waits for them.
     pipeline.load(settings, warm_agent=Assistant())
     sys.exit(cli.run_app(server))

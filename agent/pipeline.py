@@ -282,26 +282,48 @@ def dispatch_options(metadata: str) -> dict:
 
 
 class Capacity:
-    """Accepts calls while fewer than MAX_SESSIONS are running or about to start.
+    """Accepts calls while fewer than MAX_SESSIONS are running or about to start, and reports the worker's load so
+    that livekit-server offers it calls exactly while it has a free slot.
+
+    livekit-server offers a job only to workers whose load is below its `agents.target_load` (0.7 by default; see
+    livekit.yaml), so the load is scaled to reach that value when the last slot is taken: with MAX_SESSIONS=4 and
+    load = sessions / 4, three calls (0.75) closed the door on the fourth.
 
     livekit-agents' own check guesses each starting job's load as load_threshold / num_idle_processes (1.0 here) while
     the worker is idle, so a second call arriving at the same moment was refused, and with one worker the server gave
-    it up: the caller never got an agent. Counting accepted-but-not-yet-running jobs ourselves avoids that guess.
+    it up: the caller never got an agent. Counting accepted-but-not-yet-running jobs ourselves avoids that guess. A
+    call frees its slot when its session closes, not seconds later when livekit's job has finished shutting down.
     """
 
-    def __init__(self, server: AgentServer) -> None:
+    def __init__(self, server: AgentServer, max_sessions: int, target_load: float) -> None:
         self._server = server
+        self.max_sessions = max_sessions
+        self.target_load = target_load
         self._starting: dict[str, float] = {}  # job id -> when it was accepted
+        self._live: set[str] = set()  # jobs whose session is running
 
-    async def on_request(self, request: JobRequest) -> None:
-        from agent.settings import get_settings
-
+    def taken(self) -> int:
         running = {info.job.id for info in self._server.active_jobs}
         now = time.monotonic()
         # Accepted jobs count until their entrypoint runs (`started`), or 30 s if it never does.
         self._starting = {i: t for i, t in self._starting.items() if i not in running and now - t < 30}
-        if len(running) + len(self._starting) >= get_settings().max_sessions:
-            logger.warning("refusing a call: %d running, %d starting (MAX_SESSIONS)", len(running), len(self._starting))
+        self._live &= running  # a job that ended without its session closing
+        return len(self._live) + len(self._starting)
+
+    def load(self) -> float:
+        taken = self.taken()
+        return 1.0 if taken >= self.max_sessions else self.target_load * taken / self.max_sessions
+
+    async def on_request(self, request: JobRequest) -> None:
+        from agent.settings import get_settings
+
+        if self.taken() >= self.max_sessions:
+            logger.warning(
+                "refusing a call: %d sessions running, %d starting (MAX_SESSIONS=%d)",
+                len(self._live),
+                len(self._starting),
+                self.max_sessions,
+            )
             await request.reject()
             if dispatch_options(request.job.metadata).get("mode") == "phone":
                 # A phone caller would otherwise ring on with nobody to answer: livekit-sip refuses it instead.
@@ -309,18 +331,16 @@ class Capacity:
 
                 await phone.refuse(request.room.name, get_settings())
             return
-        self._starting[request.id] = now
+        self._starting[request.id] = time.monotonic()
         await request.accept()
 
     def started(self, job_id: str) -> None:
         self._starting.pop(job_id, None)
+        self._live.add(job_id)
 
-
-def session_load(server: AgentServer) -> float:
-    """Load by sessions rather than machine CPU: on 2 cores the models alone keep the CPU busy."""
-    from agent.settings import get_settings
-
-    return min(1.0, len(server.active_jobs) / get_settings().max_sessions)
+    def finished(self, job_id: str) -> None:
+        self._starting.pop(job_id, None)
+        self._live.discard(job_id)
 
 
 def log_turn_metrics(session: AgentSession) -> None:

@@ -101,6 +101,9 @@ class AgentSettings(BaseSettings):
     # Sessions one worker takes before it reports itself full (local models share the CPU; remote providers
     # let a worker carry many more).
     max_sessions: int = Field(default=4, ge=1, le=1000)
+    # livekit-server's `agents.target_load` (livekit.yaml): it offers calls only to workers whose load is below it, so
+    # the worker reports this value exactly when its last slot is taken.
+    livekit_target_load: float = Field(default=0.7, gt=0.0, le=1.0)
     # The conversation the LLM sees is the last N items (plus the instructions): bounded prompt, bounded memory.
     context_max_items: int = Field(default=24, ge=4, le=500)
     # Memory across calls: how many earlier exchanges with the same caller start the next call (0: none).

@@ -8,6 +8,10 @@ Whisper has no streaming mode, so the stream makes one:
   already there or nearly (it is decoded again only if the person spoke on in between).
 Decoding uses an encoder window fitted to the utterance (10 s for short ones) instead of Whisper's fixed 30 s:
 two to three times faster on CPU with the same accuracy on our clips; longer audio takes the regular path.
+
+Every decode, streaming or not, interim or final, passes `speech_gate` first: silence, near-silence, hums, clicks
+and noise are never decoded (Whisper writes words for them, "you" on some CPUs), and Whisper's stock phrases
+("Thank you.", "Bye.", ...) are kept only from audio that is clearly speech.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from agent import cpu
 from agent.models import whisper_model
+from agent.providers import speech_gate
+from agent.providers.speech_gate import Heard
 from agent.providers.stt_fallback import unheard
 
 logger = logging.getLogger("agent.stt")
@@ -97,7 +103,11 @@ class WhisperSTT(stt.STT):
         self._vad = vad
         self._interim_interval_s = interim_interval_s
         self._speculate_after_s = speculate_after_s
+        # The gate hears speech where the VAD would start an utterance.
+        opts = getattr(vad, "_opts", None)
+        self._speech_threshold = float(getattr(opts, "activation_threshold", speech_gate.SPEECH_PROBABILITY))
         self._whisper = load_whisper(model, cpu_threads)
+        speech_gate.load()
 
     @property
     def model(self) -> str:
@@ -107,12 +117,22 @@ class WhisperSTT(stt.STT):
     def provider(self) -> str:
         return "faster-whisper"
 
+    def hear(self, audio: np.ndarray) -> Heard | None:
+        """The speech gate's verdict, or None when the audio is not to be decoded (too short, or no speech in it)."""
+        if audio.size < SAMPLE_RATE // 10:
+            return None
+        heard = speech_gate.hear(audio, self._speech_threshold)
+        if not heard.decodable:
+            logger.debug("not decoded: %.1f dBFS, %.2f s of speech", heard.level_dbfs, heard.speech_s)
+            return None
+        return heard
+
     def transcribe(self, audio: np.ndarray, language: str | None = None, beam_size: int | None = None) -> str:
         """Blocking decode of float32 16 kHz mono samples; returns the text (may be empty)."""
-        if audio.size < SAMPLE_RATE // 10:
+        if (heard := self.hear(audio)) is None:
             return ""
         with self._whisper.slots:
-            return self._transcribe(audio, language or self._language, beam_size or self._beam_size)
+            return self._transcribe(audio, language or self._language, beam_size or self._beam_size, heard)
 
     def interim(self, audio: np.ndarray, language: str, stale: Callable[[], bool]) -> str:
         """A quick greedy decode of the utterance so far, on a shorter window; empty when `stale()` says, once the
@@ -120,25 +140,27 @@ class WhisperSTT(stt.STT):
         words would come too late to be of use."""
         if not language or audio.size < SAMPLE_RATE // 10 or audio.size > (INTERIM_WINDOW_S - 1) * SAMPLE_RATE:
             return self.transcribe(audio, language, 1)
+        if (heard := self.hear(audio)) is None:
+            return ""
         with self._whisper.slots:
-            return self._decode_window(audio, language, 1, INTERIM_WINDOW_S, stale)
+            return self._decode_window(audio, language, 1, heard, INTERIM_WINDOW_S, stale)
 
     def timed_transcribe(
         self, audio: np.ndarray, language: str | None = None, beam_size: int | None = None
     ) -> tuple[str, float, float]:
         """`transcribe` of a final transcript, which someone waits for: background work gives way meanwhile.
         Also returns the seconds spent waiting for the model and decoding."""
-        if audio.size < SAMPLE_RATE // 10:
+        if (heard := self.hear(audio)) is None:
             return "", 0.0, 0.0
         asked = time.perf_counter()
         with cpu.urgent(), self._whisper.slots:
             began = time.perf_counter()
-            text = self._transcribe(audio, language or self._language, beam_size or self._beam_size)
+            text = self._transcribe(audio, language or self._language, beam_size or self._beam_size, heard)
             return text, began - asked, time.perf_counter() - began
 
-    def _transcribe(self, audio: np.ndarray, language: str, beam: int) -> str:
+    def _transcribe(self, audio: np.ndarray, language: str, beam: int, heard: Heard) -> str:
         if audio.size <= (MAX_WINDOW_S - 1) * SAMPLE_RATE and language:
-            return self._decode_window(audio, language, beam)
+            return self._decode_window(audio, language, beam, heard)
         segments, _ = self._whisper.model.transcribe(
             audio,
             language=language or None,
@@ -146,14 +168,23 @@ class WhisperSTT(stt.STT):
             condition_on_previous_text=False,
             vad_filter=False,
         )
-        texts = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
-        return " ".join(t.strip() for t in texts).strip()
+        texts = []
+        for s in segments:
+            if s.no_speech_prob > 0.6 and s.avg_logprob < -1.0:
+                continue
+            judged = heard
+            if speech_gate.stock_phrase(s.text):  # judged on the segment's own audio
+                part = audio[int(s.start * SAMPLE_RATE) : int(s.end * SAMPLE_RATE)]
+                judged = speech_gate.hear(part, self._speech_threshold)
+            texts.append(_kept(s.text.strip(), judged, s.no_speech_prob))
+        return " ".join(t for t in texts if t).strip()
 
     def _decode_window(
         self,
         audio: np.ndarray,
         language: str,
         beam: int,
+        heard: Heard,
         min_window_s: float = MIN_WINDOW_S,
         stale: Callable[[], bool] | None = None,
     ) -> str:
@@ -179,7 +210,8 @@ class WhisperSTT(stt.STT):
         )[0]
         if result.no_speech_prob > 0.6 and result.scores[0] < -1.0:
             return ""
-        return without_repeats(tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip())
+        text = without_repeats(tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip())
+        return _kept(text, heard, result.no_speech_prob)
 
     async def _recognize_impl(
         self,
@@ -240,6 +272,19 @@ class VoiceEnd:
         ended = self.silent_s >= self.silence_s or (quiet and falling and probability < 0.9)
         self._last_p = probability
         return ended, voiced
+
+
+def _kept(text: str, heard: Heard, no_speech_prob: float) -> str:
+    kept = speech_gate.keep(text, heard, no_speech_prob)
+    if text and not kept:
+        logger.info(
+            "dropped %r: not clearly speech (%.1f dBFS, %.2f s of speech, no-speech %.2f)",
+            text,
+            heard.level_dbfs,
+            heard.speech_s,
+            no_speech_prob,
+        )
+    return kept
 
 
 SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")

@@ -6,7 +6,6 @@ module beside this one. A skill that fails raises ToolError with a sentence the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +14,16 @@ from livekit.agents import AgentSession, RunContext, ToolError, function_tool, l
 from livekit.agents.beta.tools import EndCallTool
 
 from agent.memory import MemoryStore
-from agent.skills import calculator, clock, units
+from agent.skills import calculator, clock, router, units
 from agent.skills.notes import NoteStore
+
+
+@dataclass
+class ForgetAsked:
+    """A "delete your notes?" question waiting for its answer: whose notes, and the user message it answered."""
+
+    identity: str
+    after: str | None  # id of that user message; only the user message right after it can confirm
 
 
 @dataclass
@@ -27,6 +34,8 @@ class CallContext:
     notes: NoteStore | None = None
     memory: MemoryStore | None = None
     call: object | None = None  # an agent.phone.Call on a phone call
+    forget_asked: ForgetAsked | None = None
+    forgotten_on: str | None = None  # the user message whose yes deleted the notes (a repeated call says it again)
 
 
 def caller_of(session: AgentSession | RunContext) -> CallContext:
@@ -35,6 +44,47 @@ def caller_of(session: AgentSession | RunContext) -> CallContext:
     except ValueError:
         return CallContext()
     return data if isinstance(data, CallContext) else CallContext()
+
+
+# What the person said, for the tools that act for good. The LLM may call forget_notes or end_call on its own (a small
+# one does, on "Should I clear my notes?" or "How do you say goodbye?"), so these tools check the person's own words
+# with the fast path's classifiers (agent/skills/router.py) and never act on a near miss.
+
+
+def _session_of(context: AgentSession | RunContext) -> AgentSession:
+    return context.session if isinstance(context, RunContext) else context
+
+
+def user_messages(session: AgentSession) -> list[llm.ChatMessage]:
+    """The user messages the agent has answered (or is answering), oldest first; in a group room, only the lines
+    addressed to it."""
+    try:
+        items = session.history.items
+    except Exception:  # noqa: BLE001 - a session not started has no history: nothing was said
+        return []
+    return [item for item in items if item.type == "message" and item.role == "user"]
+
+
+def request_text(session: AgentSession, message: llm.ChatMessage | None) -> str:
+    """A user message as the fast path reads it (in a group room, without "Ana: " and the agent's name)."""
+    if message is None:
+        return ""
+    try:
+        read = getattr(session.current_agent, "request_of", None)
+    except RuntimeError:  # no agent yet, or closing
+        read = None
+    text = message.text_content or ""
+    return read(text) if callable(read) else text
+
+
+def answers_forget_question(session: AgentSession, caller: CallContext, message: llm.ChatMessage) -> bool:
+    """Whether `message` is the reply to a "delete your notes?" question: said by the person asked, right after the
+    question. Anything said in between cancels the question."""
+    asked = caller.forget_asked
+    if asked is None or asked.identity != caller.identity:
+        return False
+    earlier = [m for m in user_messages(session) if m.id != message.id]
+    return bool(earlier) and earlier[-1].id == asked.after
 
 
 @function_tool
@@ -112,33 +162,61 @@ async def recall_notes(context: RunContext, topic: str = "") -> str:
     return "Your notes: " + " ".join(f"{i}. {text.rstrip('.')}." for i, text in enumerate(found, 1))
 
 
+KEPT = "Okay, I haven't deleted anything."
+
+
 @function_tool
 async def forget_notes(context: RunContext) -> str:
-    """Delete the person's saved notes and what you remember of earlier calls, when they ask you to forget."""
+    """Delete the person's saved notes and what you remember of earlier calls, when they ask you to forget. It asks
+    them to confirm first; call it again when they say yes."""
     caller = caller_of(context)
     if caller.notes is None:
         raise ToolError("Sorry, notes are not available right now.")
-    count = caller.notes.forget(caller.identity)
-    if caller.memory is not None:
-        caller.memory.forget(caller.identity)
-    return f"Done. I deleted {count} note{'' if count == 1 else 's'} and forgot our earlier calls."
+    session = _session_of(context)
+    said = user_messages(session)
+    latest = said[-1] if said else None
+    latest_id = latest.id if latest else None
+    if latest_id is not None and caller.forgotten_on == latest_id:
+        return "Done. Your notes are deleted and I forgot our earlier calls."  # the same yes, called again
+    answered = latest is not None and answers_forget_question(session, caller, latest)
+    caller.forget_asked = None  # a question is answered once, whatever the answer
+    text = request_text(session, latest)
+    if answered and router.is_yes(text):  # only an explicit yes, right after the question, deletes
+        count = caller.notes.forget(caller.identity)
+        if caller.memory is not None:
+            caller.memory.forget(caller.identity)
+        caller.forgotten_on = latest_id
+        if count == 0:
+            return "Done. I forgot our earlier calls."
+        return f"Done. I deleted {count} note{'' if count == 1 else 's'} and forgot our earlier calls."
+    if answered and router.is_no(text):
+        return KEPT
+    if router.declines(text):
+        return "The person did not ask to delete anything, and nothing was deleted: answer what they said."
+    count = caller.notes.count(caller.identity)
+    remembers = caller.memory is not None and bool(caller.memory.recent(caller.identity, 1))
+    if count == 0 and not remembers:
+        return "You have no saved notes, so there is nothing to delete."
+    caller.forget_asked = ForgetAsked(caller.identity, latest_id)
+    if count == 0:
+        return "You have no saved notes. Shall I forget our earlier calls? Say yes to confirm."
+    what = "your note" if count == 1 else f"all {count} of your notes"
+    return f"Delete {what} and forget our earlier calls? Say yes to confirm."
 
 
-FAREWELL = re.compile(
-    r"\b(good ?bye|bye|good ?night|see (you|ya)|talk (to you )?(later|soon)|hang up|end (the|this|our) call|"
-    r"that'?s (all|it)|i'?m (done|finished)|(got|have) to go|gotta go|take care|farewell)\b",
-    re.IGNORECASE,
-)
+# The tool's answer when the person did not end the call: the LLM carries on (an error would make it apologise).
+CALL_GOES_ON = "The person did not ask to end the call, so the call goes on: answer what they said."
 
 
 class EndCall(EndCallTool):
-    """livekit's end_call, which hangs up only after the person has said goodbye: a small model sometimes calls it
-    on a greeting ("Hi there, how are you?"), and a hung-up call cannot be undone."""
+    """livekit's end_call, which hangs up only when the person's latest words are themselves a goodbye or a request to
+    hang up: a small model calls it on a greeting ("Hi there, how are you?") or a question ("How do you say
+    goodbye?"), and a hung-up call cannot be undone."""
 
     async def _end_call(self, ctx: RunContext) -> Any | None:
-        said = [i.text_content or "" for i in ctx.session.history.items if i.type == "message" and i.role == "user"]
-        if not (said and FAREWELL.search(said[-1])):
-            raise ToolError("The person has not said goodbye, so the call goes on: answer what they said.")
+        said = user_messages(ctx.session)
+        if not (said and router.wants_end_call(request_text(ctx.session, said[-1]))):
+            return CALL_GOES_ON
         return await super()._end_call(ctx)
 
 

@@ -39,6 +39,10 @@ class NoteStore(SqliteStore):
             texts = [t for t in texts if any(w in t.lower() for w in words)]
         return list(reversed(texts[:limit]))
 
+    def count(self, identity: str) -> int:
+        with closing(self._connect()) as db:
+            return db.execute("SELECT COUNT(*) FROM notes WHERE identity = ?", (identity,)).fetchone()[0]
+
     def forget(self, identity: str) -> int:
         with closing(self._connect()) as db, db:
             return db.execute("DELETE FROM notes WHERE identity = ?", (identity,)).rowcount

@@ -24,7 +24,7 @@ def test_store_keeps_recent_exchanges_per_caller(tmp_path):
     assert store.forget("ana") == memory.KEEP_PER_CALLER and store.recent("ana", 5) == []
 
 
-async def call(path, identity: str, says: str) -> llm.ChatContext:
+async def call(path, identity: str, *says: str) -> llm.ChatContext:
     """One call (a fresh store and session, as after a restart); returns what the LLM was first shown."""
     store = MemoryStore(path)
     scripted = ScriptedLLM(
@@ -34,7 +34,8 @@ async def call(path, identity: str, says: str) -> llm.ChatContext:
     async with scripted, AgentSession(llm=scripted, userdata=userdata) as session:
         memory.record(session, store, identity)
         await session.start(Assistant(chat_ctx=memory.recap(store, identity, turns=3)))
-        await session.run(user_input=says)
+        for words in says:
+            await session.run(user_input=words)
     return scripted.calls[0] if scripted.calls else llm.ChatContext()
 
 
@@ -54,5 +55,5 @@ async def test_the_next_call_starts_with_what_was_said(tmp_path):
 async def test_forgetting_erases_the_memory(tmp_path):
     path = tmp_path / "agent.db"
     await call(path, "ana", "My name is Ana and I love sailing.")
-    await call(path, "ana", "Forget my notes")  # served by the fast path: forget_notes
+    await call(path, "ana", "Forget my notes", "Yes.")  # the fast path: forget_notes asks, and the yes confirms it
     assert "sailing" not in recalled(await call(path, "ana", "Do you remember me?"))

@@ -67,9 +67,13 @@ ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call", "transfer
         ("What did I ask you to remember?", "recall_notes", {"topic": ""}),
         ("Read me my notes", "recall_notes", {"topic": ""}),
         ("Forget my notes please", "forget_notes", {}),
+        ("Delete all my notes", "forget_notes", {}),
+        ("Save a note: buy milk", "save_note", {"text": "buy milk"}),
         ("That's all, thanks. Goodbye!", "end_call", {}),
         ("Bye!", "end_call", {}),
+        ("Goodbye.", "end_call", {}),
         ("Please hang up", "end_call", {}),
+        ("Hang up please", "end_call", {}),
         ("Transfer me to the operator.", "transfer_call", {"destination": "operator"}),
         ("Could you put me through to billing, please?", "transfer_call", {"destination": "billing"}),
         ("Can I speak to a human?", "transfer_call", {"destination": "human"}),
@@ -85,6 +89,13 @@ ALL = {getattr(t, "id", "") for t in tools_for(SKILLS)} | {"end_call", "transfer
         ("I said goodbye to my friend yesterday and then", None, None),
         ("Don't say goodbye yet, tell me a joke", None, None),
         ("Tell me a fun fact about octopuses.", None, None),
+        # Near misses of requests that cannot be undone (issue #20): the LLM answers, nothing is deleted or ended.
+        ("Should I clear my notes?", None, None),
+        ("Forget it, what are my notes?", "recall_notes", {"topic": ""}),
+        ("Okay, how do you say goodbye?", None, None),
+        ("Thank you. My daughter just said bye bye.", None, None),
+        ("Remember that time we went to Paris", None, None),
+        ("Can I talk to my mom", None, None),
     ],
 )
 def test_route(utterance, tool, arguments):

@@ -96,6 +96,7 @@ def test_notes_are_per_identity_and_survive_a_new_store(tmp_path):
     assert again.find("ana") == ["locker code is 4512", "call the dentist on Friday"]
     assert again.find("ana", "dentist appointment") == ["call the dentist on Friday"]
     assert again.find("bob") == ["buy milk"]
+    assert again.count("ana") == 2 and again.count("bob") == 1 and again.count("carl") == 0
     assert again.forget("ana") == 2
     assert again.find("ana") == [] and again.find("bob") == ["buy milk"]
     with pytest.raises(ValueError):

@@ -81,12 +81,13 @@ class PersonaAgent(Agent):
         playout.attach(self.session)  # audio voiced before the turn was certain plays the moment it is
         self.session.on("conversation_item_added", self._count_answer)
         call = skills.caller_of(self.session).call
-        if isinstance(call, phone.Call):
-            if targets := get_settings().phone_transfer_targets:
-                await self.update_tools([*self.tools, phone.transfer_tool(targets)])
-            self.prefill_soon()  # the call-specific prompt is read while the phone rings and the greeting plays
-            if not await phone.answered(get_job_context().room, call.participant):
-                return
+        if isinstance(call, phone.Call) and (targets := get_settings().phone_transfer_targets):
+            await self.update_tools([*self.tools, phone.transfer_tool(targets)])
+        # The call's own prompt (memories of earlier calls, a phone caller's context) is read while the phone rings and
+        # the greeting plays, so the first turn reads only the person's words.
+        self.prefill_soon()
+        if isinstance(call, phone.Call) and not await phone.answered(get_job_context().room, call.participant):
+            return
         # A fixed greeting: no LLM round trip, and it stays out of the chat context.
         self.session.say(self.persona.greeting, add_to_chat_ctx=False)
 
@@ -284,6 +285,8 @@ async def entrypoint(ctx: JobContext) -> None:
         caller_identity, call = CONSOLE_IDENTITY, None
     else:
         await ctx.connect()
+        if pipeline.dispatch_options(ctx.room.metadata).get("agent") == "busy":  # a worker refused it before
+            await pipeline.mark_room(ctx.room.name, "", settings)
         caller = await ctx.wait_for_participant()
         if group.wanted(settings, pipeline.dispatch_options(ctx.job.metadata), ctx.room):
             # Several people: one listener per person and an answer policy (agent/group.py).

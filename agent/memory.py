@@ -50,12 +50,19 @@ class MemoryStore(SqliteStore):
 
 
 def recap(store: MemoryStore | None, identity: str, turns: int) -> llm.ChatContext:
-    """The start of a call's context: what was said in this caller's last calls, as one system message."""
+    """The start of a call's context: what this caller said in their last calls, as one system message.
+
+    Only the person's own words: the agent's earlier answers are left out, because a small LLM repeats them (a wrong
+    "The current local time is 12:34 PM on April 15, 2023" came back in three later calls, to other questions)."""
     ctx = llm.ChatContext()
     lines = store.recent(identity, turns * 2) if store and turns > 0 else []
-    if lines:
-        said = " ".join(f"{'They' if role == 'user' else 'You'} said: {text}" for role, text in lines)
-        ctx.add_message(role="system", content=f"From your earlier calls with this person (oldest first): {said}")
+    said = [text for role, text in lines if role == "user"]
+    if said:
+        quoted = " ".join(f'"{text}"' for text in said)
+        ctx.add_message(
+            role="system",
+            content=f"In earlier calls this person told you (oldest first): {quoted} Use it only if it helps now.",
+        )
     return ctx
 
 

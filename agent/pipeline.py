@@ -330,6 +330,9 @@ class Capacity:
                 from agent import phone
 
                 await phone.refuse(request.room.name, get_settings())
+            else:
+                # The web page (and any client reading the room's metadata) tells the person, and offers a retry.
+                await mark_room(request.room.name, BUSY, get_settings())
             return
         self._starting[request.id] = time.monotonic()
         await request.accept()
@@ -341,6 +344,20 @@ class Capacity:
     def finished(self, job_id: str) -> None:
         self._starting.pop(job_id, None)
         self._live.discard(job_id)
+
+
+BUSY = '{"agent": "busy"}'  # room metadata while a person waits and no worker can take the call
+
+
+async def mark_room(room_name: str, metadata: str, s: AgentSettings) -> None:
+    """Sets a room's metadata (what clients read to know whether an agent is coming)."""
+    lk = api.LiveKitAPI(s.livekit_url.replace("ws", "http", 1), s.livekit_api_key, s.livekit_api_secret)
+    try:
+        await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(room=room_name, metadata=metadata))
+    except Exception as exc:  # the room may be gone already; telling is best effort
+        logger.info("could not mark room %s: %s", room_name, exc)
+    finally:
+        await lk.aclose()
 
 
 def log_turn_metrics(session: AgentSession) -> None:

@@ -1,4 +1,5 @@
 import { RoomAudioRenderer, RoomContext, StartAudio, useVoiceAssistant } from "@livekit/components-react";
+import { BusyNotice } from "./components/BusyNotice";
 import { Conversation } from "./components/Conversation";
 import { MicControls } from "./components/Controls";
 import { People } from "./components/People";
@@ -50,6 +51,7 @@ export default function App() {
                 Disconnect
               </button>
             </div>
+            {session.mode === "agent" && session.status === "connected" && <BusyNotice onRetry={session.retry} />}
             {session.mode === "agent" && <People />}
             {session.mode === "agent" && <Conversation />}
             <RoomAudioRenderer />

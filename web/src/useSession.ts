@@ -111,5 +111,11 @@ export function useSession(config: PageConfig) {
     setStatus("idle");
   }, [room]);
 
-  return { room, status, mode, problem, micProblem, connect, disconnect };
+  // A new room, so a new dispatch: another worker (or a freed slot) may take it.
+  const retry = useCallback(async () => {
+    await room.disconnect();
+    await connect("agent");
+  }, [room, connect]);
+
+  return { room, status, mode, problem, micProblem, connect, disconnect, retry };
 }

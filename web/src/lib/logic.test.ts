@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { AGENT_WAIT_MS, agentWait, BUSY_GRACE_MS, roomSaysBusy } from "./agentWait";
 import { readConfig } from "./config";
 import { describeError } from "./errors";
 import { fetchConnectionDetails, TokenError, tokenRequest } from "./token";
@@ -104,5 +105,24 @@ describe("transcript", () => {
       ["user", "typed", true],
       ["user", "What time is it?", true],
     ]);
+  });
+});
+
+describe("waiting for an agent", () => {
+  it("is busy when the room says so, once another worker had a moment to take the call", () => {
+    expect(agentWait(false, 100, '{"agent":"busy"}')).toBe("waiting");
+    expect(agentWait(false, BUSY_GRACE_MS, '{"agent":"busy"}')).toBe("busy");
+  });
+  it("is busy when no agent joined in time, and waiting before that", () => {
+    expect(agentWait(false, 1_000)).toBe("waiting");
+    expect(agentWait(false, AGENT_WAIT_MS)).toBe("busy");
+  });
+  it("is joined once an agent is there, whatever the room said", () => {
+    expect(agentWait(true, 60_000, '{"agent":"busy"}')).toBe("joined");
+  });
+  it("ignores metadata that is not its own", () => {
+    expect(roomSaysBusy("not json")).toBe(false);
+    expect(roomSaysBusy('{"agent":"ready"}')).toBe(false);
+    expect(roomSaysBusy("[1]")).toBe(false);
   });
 });

@@ -39,7 +39,7 @@ from livekit.agents import Agent, AgentSession, JobContext, stt, utils
 from livekit.agents.voice.room_io import RoomOptions
 from prometheus_client import Counter, Gauge
 
-from agent import metrics, personas, pipeline, skills
+from agent import metrics, personas, phone, pipeline, skills
 from agent.settings import AgentSettings
 from agent.tts_text import TTS_TEXT_TRANSFORMS
 
@@ -581,7 +581,7 @@ class GroupRoom:
         if self.session.current_speech is not None and not self.session.current_speech.done():
             self.session.interrupt()
         if isinstance(self.session.userdata, skills.CallContext):
-            self.session.userdata.identity = said.identity  # notes are the speaker's
+            self.session.userdata.identity = phone.data_key(said.identity)  # notes are the speaker's
         self.answering = said.identity
         handle = self.session.generate_reply(user_input=line)
 

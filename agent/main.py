@@ -252,8 +252,63 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["shared"] = pipeline.load(get_settings(), warm_agent=Assistant())
 
 
+class Server(AgentServer):
+    """livekit-agents' AgentServer, telling livekit-server that a job has ended before its agent leaves the room.
+
+    livekit-agents 1.8.9 reports a job's end (UpdateJobStatus JS_SUCCESS) only once the job's thread has finished,
+    after its agent has left the room. livekit-server, seeing the agent of a running job leave, records the job as
+    JS_FAILED "agent worker left the room" (livekit/livekit#4447) and then drops the late success as an update for an
+    unknown job: every call looked failed. The job's session-end hook runs before the room is left, so the end is
+    reported from there (and the late, duplicate report is not sent).
+    """
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self._ended: set[str] = set()  # jobs whose end was reported
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        hook = self._session_end_fnc  # on_session_end given to rtc_session, if any
+
+        async def session_end(ctx: JobContext) -> None:
+            try:
+                if hook is not None:
+                    await hook(ctx)
+            finally:
+                if not ctx.is_fake_job():
+                    try:
+                        done = asyncio.run_coroutine_threadsafe(self._report_end(ctx.job.id), self._loop)
+                        await asyncio.wait_for(asyncio.wrap_future(done), 2.0)
+                    except Exception:  # the worker is closing: livekit-agents reports the end itself
+                        logger.warning("could not report the end of job %s", ctx.job.id, exc_info=True)
+
+        self._session_end_fnc = session_end
+        await super().run(devmode=devmode, unregistered=unregistered)
+
+    async def _report_end(self, job_id: str) -> None:  # on the worker's loop; the job's thread waits for it
+        from livekit.protocol import agent as lk_agent
+
+        self._ended.add(job_id)
+        status = lk_agent.UpdateJobStatus(job_id=job_id, status=lk_agent.JobStatus.JS_SUCCESS)
+        await self._queue_msg(lk_agent.WorkerMessage(update_job=status))
+        for _ in range(100):  # until the connection's sender has taken it (sent before the room is left)
+            if self._msg_chan.empty():
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)
+
+    async def _update_job_status(self, proc) -> None:
+        from livekit.agents.ipc.job_executor import JobStatus
+
+        job = proc.running_job
+        if job is not None and job.job.id in self._ended:
+            if proc.status != JobStatus.RUNNING:  # the thread has ended: nothing more is said of this job
+                self._ended.discard(job.job.id)
+            return
+        await super()._update_job_status(proc)
+
+
 settings = get_settings()
-server = AgentServer(
+server = Server(
     setup_fnc=prewarm,
     job_executor_type=JobExecutorType.THREAD,
     num_idle_processes=1,
@@ -294,7 +349,7 @@ async def entrypoint(ctx: JobContext) -> None:
             return
         caller_identity = caller.identity
         call = phone.Call.of(caller) if phone.is_phone(caller) else None
-    identity = call.memory_key if call else caller_identity
+    identity = call.memory_key if call else phone.data_key(caller_identity)
     session = AgentSession(
         userdata=skills.CallContext(identity=identity, notes=shared.notes, memory=shared.memory, call=call),
         vad=shared.vad,  # 1. voice activity: when the user speaks
@@ -355,4 +410,23 @@ if __name__ == "__main__":
     pipeline.preflight(settings, check_server=command not in ("console", "download-files"))
     # Load and warm the models before registering, so no call ever waits for them.
     pipeline.load(settings, warm_agent=Assistant())
-    sys.exit(cli.run_app(server))
+    try:
+        cli.run_app(server)
+        code = 0
+    except SystemExit as done:  # the CLI ends with sys.exit
+        code = done.code
+    if server._connection_failed:  # livekit-agents gave up reconnecting, then drained: not a clean stop
+        print(f"agent: lost livekit-server at {settings.livekit_url} and could not reconnect", file=sys.stderr)
+        code = code or 1
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    # The worker has drained and closed. Finalising the interpreter (the native libraries' teardown) took another
+    # second with nothing left to do: run the exit handlers (logs, trace export) and go.
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

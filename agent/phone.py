@@ -169,3 +169,9 @@ async def refuse(room_name: str, settings: AgentSettings) -> None:
             await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
     finally:
         await lk.aclose()
+
+
+def data_key(identity: str) -> str:
+    """Whose notes a participant who is not a phone line gets: their identity, kept out of the phone numbers'
+    namespace (`tel:`) even when a token minted elsewhere claims it."""
+    return f"web:{identity}" if identity.lower().startswith("tel:") else identity

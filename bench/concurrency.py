@@ -157,6 +157,7 @@ async def run(levels: list[int], rounds: int, log_dir: Path) -> list[Level]:
         "SKILL_FAST_PATH": "false",
         "MAX_SESSIONS": "1000",
         "MEMORY_TURNS": "0",
+        "TOKEN_RATE_PER_S": "0",  # every simulated caller asks from this one address
         "DATA_DIR": str(log_dir.parent),
     }
     question = speak(QUESTION)

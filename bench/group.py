@@ -164,6 +164,7 @@ def main() -> int:
         "LLM_MODEL": "scripted",
         "SKILL_FAST_PATH": "false",
         "DATA_DIR": tempfile.mkdtemp(prefix="bench-group-"),
+        "TOKEN_RATE_PER_S": "0",  # every simulated person joins from this one address
         **overrides,
     }
     print("starting the stack (livekit-server, agent worker, token server)...", flush=True)

@@ -99,7 +99,8 @@ def cpu_seconds(pid: int) -> float:
 def start_server(port: int, core: int, loop: str, http: str) -> subprocess.Popen:
     argv = [sys.executable, "-m", "uvicorn", "--factory", "token_server.app:create_app", "--loop", loop, "--http", http]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]
-    server = subprocess.Popen(argv, cwd=REPO, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+    env = {**os.environ, "TOKEN_RATE_PER_S": "0"}  # the load generator is one client: measure the server, not the limit
+    server = subprocess.Popen(argv, cwd=REPO, env=env, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -10,19 +10,21 @@ import sys
 import time
 from pathlib import Path
 
-from stack import telephony
+from stack import redispatch, telephony
 from stack.services import REPO, Stack, StackError
 from stack.settings import StackSettings
+from stack.supervisor import Supervisor
 
 
 def up(args: argparse.Namespace) -> int:
+    log_dir = Path(args.log_dir) if args.log_dir else REPO / ".tools" / "logs"
     stack = Stack(
         echo=args.verbose,
-        log_dir=REPO / ".tools" / "logs",
+        log_dir=log_dir,
         telephony=args.telephony or None,
         progress=lambda m: print(f"  {m}", flush=True),
     )
-    (REPO / ".tools" / "logs").mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -48,21 +50,53 @@ def up(args: argparse.Namespace) -> int:
             if stack.telephony
             else ""
         )
-        + f"  logs: {REPO / '.tools' / 'logs'}\n"
-        "Press Ctrl-C to stop.",
+        + f"  logs: {log_dir}\n"
+        "A service that stops is started again; Ctrl-C stops everything.",
         flush=True,
     )
+    supervisor = Supervisor(stack, say=lambda m: print(m, file=sys.stderr, flush=True))
+    watcher = redispatch.Thread(_redispatcher(stack.livekit_url, stack.settings)).start()
     code = 0
-    while not stopping:
-        if dead := stack.dead():
-            print(f"stack: {dead.name} stopped unexpectedly: {dead.last_words()}", file=sys.stderr)
-            code = 1
-            break
-        time.sleep(0.5)
-    print("stopping ...", flush=True)
-    stack.stop()
-    print("stopped.", flush=True)
+    try:
+        while not stopping:
+            if reason := supervisor.poll():
+                print(f"stack: {reason}", file=sys.stderr, flush=True)
+                code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        print("stopping ...", flush=True)
+        watcher.stop()
+        stack.stop()
+        print("stopped.", flush=True)
     return code
+
+
+def _redispatcher(url: str, s: StackSettings) -> redispatch.Redispatcher:
+    return redispatch.Redispatcher(
+        url,
+        s.livekit_api_key,
+        s.livekit_api_secret,
+        os.environ.get("AGENT_NAME") or "voice-agent",
+        say=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+
+
+def watch(args: argparse.Namespace) -> int:
+    """`python -m stack redispatch`: the watcher alone, against the livekit-server at LIVEKIT_URL."""
+    s = StackSettings()
+    url = os.environ.get("LIVEKIT_URL") or f"ws://127.0.0.1:{s.livekit_port}"
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        print(f"re-dispatching {os.environ.get('AGENT_NAME') or 'voice-agent'} into rooms that lose it ({url})")
+        await _redispatcher(url, s).run(stop)
+
+    asyncio.run(run())
+    return 0
 
 
 def _server() -> telephony.Server:
@@ -102,7 +136,10 @@ def main() -> int:
     cmd = sub.add_parser("up", help="start the whole stack on loopback")
     cmd.add_argument("-v", "--verbose", action="store_true", help="show every service's log lines")
     cmd.add_argument("--telephony", action="store_true", help="also start Redis and livekit-sip (phone calls)")
+    cmd.add_argument("--log-dir", help="where the services' logs go (default .tools/logs)")
     cmd.set_defaults(func=up)
+    cmd = sub.add_parser("redispatch", help="only send the agent back into rooms that lost it (LIVEKIT_URL's server)")
+    cmd.set_defaults(func=watch)
     cmd = sub.add_parser("provision", help="apply telephony.yaml (trunks, dispatch rule) to the running livekit-server")
     cmd.add_argument("file", nargs="?", default=str(REPO / "telephony.yaml"))
     cmd.set_defaults(func=provision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import signal
@@ -101,6 +102,19 @@ def free_port() -> int:
     return free_port_block(1, SINGLE_PORTS)
 
 
+def describe_exit(returncode: int | None) -> str:
+    """How a process ended, in words: "exited with SIGKILL (signal 9)", "exited with code 2"."""
+    if returncode is None:
+        return "is still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "signal"
+        return f"exited with {name} (signal {-returncode})"
+    return f"exited with code {returncode}"
+
+
 @dataclass
 class Service:
     name: str
@@ -111,12 +125,19 @@ class Service:
     log_path: Path | None = None
     echo: bool = False
     stop_timeout: float = 15.0
+    start_timeout: float = 30.0  # how long a (re)start may take to become ready
     proc: subprocess.Popen | None = None
     tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=40))
+    # (time.monotonic(), line) of the latest lines, for whoever watches for a line (tests, the supervisor)
+    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=5000))
+    stopping: bool = False  # set by stop(): an exit from now on is asked for, not a crash
     _line_seen: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        """Starts the program (again: a service that has exited may be started anew)."""
+        self.stopping = False
+        self._line_seen = seen = threading.Event()  # a new event per start: an old process's lines count no more
+        self.proc = proc = subprocess.Popen(
             self.argv,
             cwd=REPO,
             env=self.env,
@@ -125,23 +146,35 @@ class Service:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        threading.Thread(target=self._pump, name=f"log-{self.name}", daemon=True).start()
+        threading.Thread(target=self._pump, args=(proc, seen), name=f"log-{self.name}", daemon=True).start()
 
-    def _pump(self) -> None:
-        assert self.proc and self.proc.stdout
+    def _pump(self, proc: subprocess.Popen, seen: threading.Event) -> None:
+        assert proc.stdout
         with open(self.log_path or os.devnull, "a", encoding="utf-8") as log:
-            for raw in self.proc.stdout:
+            for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace").rstrip()
                 self.tail.append(line)
+                self.history.append((time.monotonic(), line))
                 log.write(line + "\n")
                 log.flush()
                 if self.echo:
                     print(f"{self.name:>13} | {line}", flush=True)
                 if self.ready_line and self.ready_line in line:
-                    self._line_seen.set()
+                    seen.set()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_description(self) -> str:
+        return describe_exit(self.proc.poll() if self.proc else None)
+
+    def lines_since(self, since: float, text: str) -> list[float]:
+        """When lines containing `text` were printed after `since` (time.monotonic())."""
+        return [at for at, line in list(self.history) if at > since and text in line]
 
     def last_words(self) -> str:
         """The last line of output, after the last error line when one came before it (a worker logs its
@@ -154,27 +187,43 @@ class Service:
             return f"{errors[-1][:2000]} ... {lines[-1]}"
         return lines[-1]
 
+    def is_ready(self) -> bool:
+        """Ready now (its line seen and its check passing); does not wait."""
+        line_ok = self.ready_line is None or self._line_seen.is_set()
+        return self.alive() and line_ok and (self.ready is None or self.ready())
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise StackError(f"{self.name} exited during start-up: {self.last_words()}")
-            line_ok = self.ready_line is None or self._line_seen.is_set()
-            if line_ok and (self.ready is None or self.ready()):
+                raise StackError(f"{self.name} {self.exit_description()} during start-up: {self.last_words()}")
+            if self.is_ready():
                 return
             time.sleep(0.1)
         raise StackError(f"{self.name} was not ready after {timeout:.0f} s; last output: {self.last_words()}")
 
+    def kill_leftovers(self) -> None:
+        """After the main process has died: its children (a job process, a forkserver) go too, so none holds a
+        port or the log pipe when the service starts again."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
     def stop(self) -> None:
+        self.stopping = True
         if not self.alive():
+            self.kill_leftovers()
             return
         assert self.proc
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.kill_leftovers()
             self.proc.wait(5)
+        self.kill_leftovers()
 
 
 def redis_ok(port: int) -> Callable[[], bool]:
@@ -405,12 +454,16 @@ class Stack:
             self.services.remove(service)
 
     def _run(self, service: Service, timeout: float) -> None:
+        service.start_timeout = timeout
         self.services.append(service)
         started = time.monotonic()
         self.progress(f"starting {service.name} ...")
         service.start()
         service.wait_ready(timeout)
-        self.progress(f"{service.name} ready in {time.monotonic() - started:.1f} s")
+        self.progress(f"{service.name} ready in {time.monotonic() - started:.1f} s (pid {service.pid})")
+
+    def service(self, name: str) -> Service:
+        return next(svc for svc in self.services if svc.name == name)
 
     def dead(self) -> Service | None:
         return next((svc for svc in self.services if not svc.alive()), None)

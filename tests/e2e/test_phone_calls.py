@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -87,7 +88,8 @@ def idle(stack: Stack, timeout: float = 45.0) -> tuple[list[str], float]:
     """Waits until no call room is left and the agent runs no session; returns what is left."""
     deadline = time.monotonic() + timeout
     while True:
-        left, active = [r for r in asyncio.run(rooms(stack)) if r.startswith("call-")], sessions_active(stack)
+        left = [r for r in asyncio.run(rooms(stack)) if r.startswith(("call-", "outbound-"))]
+        active = sessions_active(stack)
         if (not left and active == 0) or time.monotonic() > deadline:
             return left, active
         time.sleep(0.5)
@@ -299,8 +301,27 @@ def callee(uas_port: int, workdir: Path, scenario: str, *extra: str) -> phone.Si
     """A sipp UAS where the outbound trunk points, listening before the INVITE comes."""
     workdir.mkdir()
     uas = phone.Sipp(scenario, ["-p", str(uas_port), "-i", "127.0.0.1", "-m", "1", *extra], workdir).start()
-    time.sleep(1)
+    deadline = time.monotonic() + 15  # a busy machine can take seconds to start sipp: wait until it listens
+    while time.monotonic() < deadline and not udp_port_taken(uas_port):
+        time.sleep(0.1)
+    time.sleep(0.3)
     return uas
+
+
+def udp_port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def hang_up_outbound(stack: Stack) -> None:
+    async with server(stack).client() as lk:
+        for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
+            if room.name.startswith("outbound-"):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room.name))
 
 
 def place_call(stack: Stack, ringing_timeout_s: int):
@@ -321,6 +342,8 @@ def test_outbound_call_is_answered_and_the_agent_speaks_first(phone_stack, tmp_p
     finally:
         uas.stop()
         ear.stop()
+        # The callee's scenario ends without a BYE: hang up from our side, as an application would.
+        asyncio.run(hang_up_outbound(phone_stack))
     assert result.outcome == "answered", result
     greeting = transcribe(ear.audio())
     print(f"\noutbound: {result}; heard {greeting!r}")

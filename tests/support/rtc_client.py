@@ -33,6 +33,7 @@ class Client:
     # Group rooms: the dispatch's room config, token attributes, and recording only the agent's audio (not people's).
     room_config: dict | None = None
     attributes: dict[str, str] | None = None
+    invite: str | None = None  # a group room's invite from POST /api/rooms (the moderator's gives the moderator role)
     agent_only: bool = False
     subscribe: bool = True  # False: receive nothing (a crowd of extras costs the test process little)
     room: rtc.Room = field(default_factory=rtc.Room)
@@ -56,6 +57,8 @@ class Client:
                 body["room_config"] = self.room_config
             if self.attributes:
                 body["participant_attributes"] = self.attributes
+            if self.invite:
+                body["invite"] = self.invite
             response = await http.post(f"{self.token_url}/api/token", json=body)
         assert response.status_code == 201, response.text
         details = response.json()

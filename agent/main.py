@@ -358,6 +358,8 @@ async def entrypoint(ctx: JobContext) -> None:
         tts=pipeline.build_tts(settings),  # 4. text to speech, sentence by sentence
         tts_text_transforms=TTS_TEXT_TRANSFORMS,  # plain text reaches it as the LLM writes it
         turn_handling=pipeline.turn_handling(settings, shared),
+        # A call that has ended needs no last transcript: livekit waits 2 s for one by default (nobody is there).
+        session_close_transcript_timeout=0.5,
         # A phone line has no echo of the agent to wait out, so the caller can be heard from the first word.
         **({"aec_warmup_duration": None} if call else {}),
     )

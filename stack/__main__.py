@@ -1,4 +1,5 @@
-"""`python -m stack up`: start everything on loopback, print where to open it, stop it all on Ctrl-C."""
+"""`python -m stack up`: start everything on loopback, print where to open it, keep it running (a service that dies
+is started again, the agent is sent back into rooms that lost it), stop it all on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 from stack import redispatch, telephony
-from stack.services import REPO, Stack, StackError
+from stack.services import REPO, Service, Stack, StackError
 from stack.settings import StackSettings
 from stack.supervisor import Supervisor
 
@@ -54,8 +55,26 @@ def up(args: argparse.Namespace) -> int:
         "A service that stops is started again; Ctrl-C stops everything.",
         flush=True,
     )
-    supervisor = Supervisor(stack, say=lambda m: print(m, file=sys.stderr, flush=True))
-    watcher = redispatch.Thread(_redispatcher(stack.livekit_url, stack.settings)).start()
+    watcher = _redispatcher(stack.livekit_url, stack.settings)
+    watching = redispatch.Thread(watcher).start()
+    hooks = redispatch.hooks(watcher)
+
+    def on_ready(service: Service) -> None:
+        hooks["on_ready"](service)
+        if service.name == "redis":  # trunks and dispatch rules lived in the Redis that died (it keeps no files)
+            try:
+                server = telephony.Server(
+                    stack.livekit_url, stack.settings.livekit_api_key, stack.settings.livekit_api_secret
+                )
+                for line in telephony.apply_file(REPO / stack.settings.telephony_config, server):
+                    print(f"  {line}", flush=True)
+            except (telephony.TelephonyError, OSError) as exc:
+                print(f"stack: re-applying telephony.yaml failed ({exc}): run `python -m stack provision`", flush=True)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    supervisor = Supervisor(stack, say=say, on_exit=hooks["on_exit"], on_ready=on_ready)
     code = 0
     try:
         while not stopping:
@@ -66,7 +85,7 @@ def up(args: argparse.Namespace) -> int:
             time.sleep(0.2)
     finally:
         print("stopping ...", flush=True)
-        watcher.stop()
+        watching.stop()
         stack.stop()
         print("stopped.", flush=True)
     return code
@@ -90,10 +109,11 @@ def watch(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
+        watcher = _redispatcher(url, s)
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        print(f"re-dispatching {os.environ.get('AGENT_NAME') or 'voice-agent'} into rooms that lose it ({url})")
-        await _redispatcher(url, s).run(stop)
+            loop.add_signal_handler(signum, lambda: (stop.set(), watcher.wake()))
+        print(f"re-dispatching {watcher.agent_name} into rooms that lose it ({url})", flush=True)
+        await watcher.run(stop)
 
     asyncio.run(run())
     return 0

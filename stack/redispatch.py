@@ -15,8 +15,14 @@ a room created while no worker was registered never gets its agent. This watcher
 - and the agent did not leave on purpose: a room whose metadata is the JSON object {"agent": "ended"} is left alone
   (an agent that ends a call with people still in the room sets it; a phone call's room is deleted instead).
 
-A room that keeps losing its agent (`max_losses` times) is given up, with one line, so a job that fails at once is not
-dispatched for ever.
+livekit-server keeps the participant of an agent whose process was killed in the room for ~20 s (waiting for it to
+reconnect). The launcher tells the watcher when an agent worker dies (`workers_gone`, with the worker ids it
+registered under): its agent participants are removed at once (their jobs' worker ids are in the room's dispatches) and
+their rooms dispatched again without waiting. When a worker (re)registers (`worker_ready`), rooms waiting for an agent
+are dispatched at once rather than at their next retry.
+
+A room that keeps losing its agent (more than `max_losses` times) is given up, with one line, so a job that fails at
+once is not dispatched for ever.
 
 `python -m stack up` runs it beside the services; `python -m stack redispatch` runs it alone (any deployment).
 """
@@ -24,15 +30,19 @@ dispatched for ever.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from livekit import api
+
+from stack.services import Service
 
 logger = logging.getLogger("stack.redispatch")
 
@@ -40,6 +50,7 @@ HUMAN_KINDS = (api.ParticipantInfo.Kind.STANDARD, api.ParticipantInfo.Kind.SIP)
 AGENT_KIND = api.ParticipantInfo.Kind.AGENT
 AGENT_NAME_ATTRIBUTE = "lk.agent_name"  # livekit-server puts it on every agent participant it dispatches
 ENDED = "ended"  # room metadata {"agent": "ended"}: the agent left on purpose
+WORKER_ID = re.compile(r'"message": "registered worker".*?"id": "(AW_\w+)"')
 
 
 @dataclass
@@ -48,7 +59,9 @@ class _Room:
     had_agent: bool = False
     losses: int = 0  # times an agent was here and went
     dispatches: int = 0  # made since the agent went (or since the room was seen without one)
+    known_dead: bool = False  # its agent's worker died: no need to wait and see
     given_up: bool = False
+    seen: set[str] = field(default_factory=set)  # agent identities that have been in the room
 
 
 def left_on_purpose(metadata: str) -> bool:
@@ -70,7 +83,7 @@ class Redispatcher:
         interval: float = 1.0,
         absent_after: float = 2.0,
         join_grace: float = 10.0,
-        retry_after: float = 2.0,
+        retry_after: float = 4.0,  # a worker answers a job request in milliseconds; livekit-server waits up to 10 s
         max_losses: int = 5,
         say: Callable[[str], None] = print,
     ) -> None:
@@ -81,36 +94,61 @@ class Redispatcher:
         self.join_grace, self.retry_after, self.max_losses = join_grace, retry_after, max_losses
         self.say = say
         self.rooms: dict[str, _Room] = {}  # by room sid
-        self.dispatched: list[tuple[float, str]] = []  # (time.monotonic(), room name) of each dispatch it made
+        self.dispatched: collections.deque = collections.deque(maxlen=1000)  # (time.monotonic(), room) it dispatched
+        self._gone: dict[str, float] = {}  # worker id -> when its process died (told by the launcher)
+        self._hurry = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
         self._failing = False
 
+    # Told by the launcher, from its own thread.
+    def workers_gone(self, worker_ids: list[str]) -> None:
+        """These workers' processes died: their agent participants are dead at once (livekit-server would keep them
+        in the room ~20 s, waiting for them to reconnect), so they are removed and their rooms served again now."""
+        now = time.monotonic()
+        for worker_id in worker_ids:
+            self._gone[worker_id] = now
+        self.wake()
+
+    def worker_ready(self) -> None:
+        """A worker has (re)registered: rooms waiting for an agent are dispatched now, not at their next retry."""
+        self._hurry = True
+        self.wake()
+
+    def wake(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
     async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
         async with api.LiveKitAPI(self.http_url, self.api_key, self.api_secret) as lk:
             while not stop.is_set():
                 try:
                     await self.tick(lk)
-                    if self._failing:
-                        self._failing = False
-                        self.say("redispatch: livekit-server answers again")
+                    self._failing = False
                 except Exception as exc:  # livekit-server restarting: try again next round
                     if not self._failing:
                         self._failing = True
                         logger.info("redispatch: livekit-server did not answer (%s); trying again", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.interval)
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
 
     async def tick(self, lk: api.LiveKitAPI) -> list[str]:
         """One look at every room; returns the rooms it dispatched the agent into."""
+        now = time.monotonic()
+        self._gone = {w: t for w, t in self._gone.items() if now - t < 120}
+        hurry, self._hurry = self._hurry, False
         rooms = (await lk.room.list_rooms(api.ListRoomsRequest())).rooms
         live = {room.sid for room in rooms}
         self.rooms = {sid: state for sid, state in self.rooms.items() if sid in live}
         sent = []
         for room in rooms:
-            if await self._check(lk, room):
+            if await self._check(lk, room, hurry):
                 sent.append(room.name)
         return sent
 
-    async def _check(self, lk: api.LiveKitAPI, room: api.Room) -> bool:
+    async def _check(self, lk: api.LiveKitAPI, room: api.Room, hurry: bool) -> bool:
         now = time.monotonic()
         if left_on_purpose(room.metadata):
             self.rooms.pop(room.sid, None)
@@ -126,22 +164,42 @@ class Redispatcher:
         if not humans:
             self.rooms.pop(room.sid, None)
             return False
+        dispatches: list[api.AgentDispatch] | None = None
+        dead_since = None
+        if agents and self._gone:
+            dispatches = await lk.agent_dispatch.list_dispatch(room.name)
+            worker_of = {
+                job.state.participant_identity: job.state.worker_id for d in dispatches for job in d.state.jobs
+            }
+            for dead in [a for a in agents if worker_of.get(a.identity) in self._gone]:
+                dead_since = self._gone[worker_of[dead.identity]]
+                agents.remove(dead)
+                with contextlib.suppress(Exception):  # it may have gone by itself meanwhile
+                    await lk.room.remove_participant(
+                        api.RoomParticipantIdentity(room=room.name, identity=dead.identity)
+                    )
+                self.say(f"redispatch: removed {dead.identity} from room {room.name}: its worker died")
         if agents:
             if state is None:
-                self.rooms[room.sid] = _Room(absent_since=now, had_agent=True)
+                state = self.rooms[room.sid] = _Room(absent_since=now, had_agent=True)
             elif not state.had_agent:
                 if state.dispatches:
                     self.say(f"redispatch: {self.agent_name} is back in room {room.name}")
-                state.had_agent, state.dispatches = True, 0
+                state.had_agent, state.dispatches, state.known_dead = True, 0, False
+            state.seen.update(a.identity for a in agents)
             return False
         if state is None:
             state = self.rooms[room.sid] = _Room(absent_since=now)
         elif state.had_agent:  # it was here and is gone
             state.had_agent, state.absent_since = False, now
             state.losses += 1
-        if state.given_up or now - state.absent_since < self.absent_after:
+        if dead_since is not None:
+            state.known_dead, state.absent_since = True, min(state.absent_since, dead_since)
+        if state.given_up or (now - state.absent_since < self.absent_after and not state.known_dead):
             return False
-        ours = [d for d in await lk.agent_dispatch.list_dispatch(room.name) if d.agent_name == self.agent_name]
+        if dispatches is None:
+            dispatches = await lk.agent_dispatch.list_dispatch(room.name)
+        ours = [d for d in dispatches if d.agent_name == self.agent_name]
         if not ours:
             return False  # never dispatched here: not this agent's room
         if state.losses > self.max_losses:
@@ -150,8 +208,15 @@ class Redispatcher:
             return False
         latest = max(ours, key=lambda d: d.state.created_at)
         age = time.time() - latest.state.created_at / 1e9
-        if age < (self.join_grace if latest.state.jobs else self.retry_after):
-            return False  # its agent is joining, or no worker took it just now
+        joining = [
+            job
+            for job in latest.state.jobs
+            if job.state.worker_id not in self._gone and job.state.participant_identity not in state.seen
+        ]
+        if joining and age < self.join_grace:
+            return False  # a worker took it: its agent is on its way
+        if not latest.state.jobs and age < (min(1.0, self.retry_after) if hurry else self.retry_after):
+            return False  # no worker took it (or its answer is on its way): try again soon
         await lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(
                 agent_name=self.agent_name,
@@ -168,6 +233,25 @@ class Redispatcher:
                 f"{now - state.absent_since:.0f} s; dispatching it again"
             )
         return True
+
+
+def hooks(watcher: Redispatcher) -> dict[str, Callable[[Service], None]]:
+    """The Supervisor's on_exit / on_ready for an agent worker service: tell the watcher."""
+
+    def on_exit(service: Service) -> None:
+        if service.name.startswith("agent"):  # its agents died with it: the watcher sends new ones at once
+            watcher.workers_gone(worker_ids(service))
+
+    def on_ready(service: Service) -> None:
+        if service.name.startswith("agent"):
+            watcher.worker_ready()
+
+    return {"on_exit": on_exit, "on_ready": on_ready}
+
+
+def worker_ids(service: Service) -> list[str]:
+    """The ids livekit-server gave an agent worker process (it registers again after livekit-server restarts)."""
+    return list(dict.fromkeys(m[1] for _, line in list(service.history) if (m := WORKER_ID.search(line))))
 
 
 class Thread:
@@ -192,4 +276,5 @@ class Thread:
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
+            self.redispatcher.wake()
         self._thread.join(timeout)

@@ -50,11 +50,16 @@ class Supervisor:
         policy: Policy | None = None,
         say: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
+        on_exit: Callable[[Service], None] | None = None,
+        on_ready: Callable[[Service], None] | None = None,
     ) -> None:
+        """`on_exit(service)` is called when a service has exited by itself, `on_ready(service)` when it is back."""
         self.stack = stack
         self.policy = policy or Policy()
         self.say = say
         self.clock = clock
+        self.on_exit = on_exit or (lambda _service: None)
+        self.on_ready = on_ready or (lambda _service: None)
         now = clock()
         self._watches = {id(svc): _Watch(svc, since=now) for svc in stack.services}
 
@@ -83,7 +88,12 @@ class Supervisor:
                     watch.crashes = 0
             elif watch.state == "waiting":
                 if now >= watch.restart_at:
-                    svc.start()
+                    try:
+                        svc.start()
+                    except OSError as exc:  # its program is gone (rebuilt, deleted)
+                        if reason := self._exited(watch, now, why=f"could not be started ({exc})"):
+                            return reason
+                        continue
                     watch.state, watch.since = "starting", now
             elif watch.state == "starting":
                 if not svc.alive():
@@ -92,6 +102,7 @@ class Supervisor:
                 elif svc.is_ready():
                     took, watch.state, watch.since = now - watch.since, "running", now
                     self.say(f"stack: {svc.name} is back (ready in {took:.1f} s, pid {svc.pid})")
+                    self.on_ready(svc)
                 elif now - watch.since > svc.start_timeout:
                     svc.kill_leftovers()
                     svc.proc.wait(5)
@@ -102,6 +113,7 @@ class Supervisor:
     def _exited(self, watch: _Watch, now: float, during_start: bool = False, why: str | None = None) -> str | None:
         svc = watch.service
         svc.kill_leftovers()
+        self.on_exit(svc)
         how = why or svc.exit_description() + (" during start-up" if during_start else "")
         clean = why is None and svc.proc is not None and svc.proc.returncode == 0
         watch.exits.append(now)
@@ -126,6 +138,3 @@ class Supervisor:
             self.say(f"  {svc.name}'s last output: {words[:500]}")
         watch.state, watch.restart_at = "waiting", now + delay
         return None
-
-    def restarts(self, name: str) -> int:
-        return sum(w.restarts for w in self._watched() if w.service.name == name)

@@ -87,8 +87,24 @@ def test_service_env_names_are_real_settings(service, settings_cls):
 
 def test_health_checks_use_the_configured_ports():
     agent, token = SERVICES["agent"], SERVICES["token-server"]
-    assert f":{agent['environment']['AGENT_HTTP_PORT']}/" in " ".join(agent["healthcheck"]["test"])
+    # The agent's check reads the port the worker was given (a scaled replica's is 0: its own free port).
+    assert "os.environ['AGENT_HTTP_PORT']" in " ".join(agent["healthcheck"]["test"])
+    assert default(agent["environment"]["AGENT_HTTP_PORT"]) == str(AgentSettings().agent_http_port)
     assert f":{token['environment']['TOKEN_SERVER_PORT']}/healthz" in " ".join(token["healthcheck"]["test"])
+
+
+def test_the_agent_service_scales():
+    """`docker compose up --scale agent=N`: nothing in the agent service is one of a kind on the host."""
+    agent = SERVICES["agent"]
+    assert not {"container_name", "ports", "hostname"} & set(agent), "a fixed name or host port stops --scale"
+    assert "replicas" not in agent.get("deploy", {}), "the replica count comes from --scale"
+    env = agent["environment"]
+    # Replicas share the host's network: their ports come from the environment, so N of them run with 0 (free ones).
+    for name in ("AGENT_HTTP_PORT", "AGENT_METRICS_PORT", "MAX_SESSIONS"):
+        assert re.fullmatch(rf"\$\{{{name}:-\d+\}}", env[name]), env[name]
+    check = agent["healthcheck"]["test"]
+    assert "p == '0' or" in check[-1], "a replica on port 0 must not be reported unhealthy"
+    assert "agent-data:/data" in agent["volumes"]  # notes and memories: one SQLite file all replicas share
 
 
 def test_livekit_keys_match_the_services():
@@ -110,8 +126,8 @@ def test_prometheus_scrapes_the_ports_the_services_use():
     scrape = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in scrape["scrape_configs"]}
     agent_env = SERVICES["agent"]["environment"]
-    assert targets["agent"] == f"127.0.0.1:{agent_env['AGENT_METRICS_PORT']}"
-    assert agent_env["AGENT_METRICS_PORT"] == str(AgentSettings().agent_metrics_port)
+    assert targets["agent"] == f"127.0.0.1:{default(agent_env['AGENT_METRICS_PORT'])}"
+    assert default(agent_env["AGENT_METRICS_PORT"]) == str(AgentSettings().agent_metrics_port)
     assert targets["token-server"] == f"127.0.0.1:{SERVICES['token-server']['environment']['TOKEN_SERVER_PORT']}"
     assert targets["livekit-server"] == f"127.0.0.1:{LIVEKIT['prometheus']['port']}"
     assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in SERVICES["prometheus"]["volumes"]

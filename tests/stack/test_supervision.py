@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from livekit import rtc
+from livekit import api, rtc
 
 from stack import redispatch
 from stack.services import REPO, Service, Stack, free_port
@@ -33,6 +33,7 @@ from tests.support.rtc_client import Client
 
 # --- the supervisor, over tiny programs, on a fake clock -------------------------------------------------------------
 
+AGENT_NAME = os.environ.get("AGENT_NAME") or "voice-agent"
 SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)"]
 
 
@@ -183,9 +184,125 @@ def test_rooms_left_on_purpose_are_recognised():
     assert not redispatch.left_on_purpose("not json")
 
 
-# --- a real stack, supervised as `python -m stack up` supervises it ---------------------------------------------------
+# --- the re-dispatch watcher's rules, against a fake livekit-server API --------------------------------------------
 
-AGENT_NAME = os.environ.get("AGENT_NAME") or "voice-agent"
+
+class FakeLiveKit:
+    """Rooms, participants and dispatches as livekit-server's API returns them."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, api.Room] = {}
+        self.people: dict[str, list[api.ParticipantInfo]] = {}
+        self.dispatches: dict[str, list[api.AgentDispatch]] = {}
+        self.created: list[api.CreateAgentDispatchRequest] = []
+        self.removed: list[str] = []
+        self.room = SimpleNamespace(
+            list_rooms=self._list_rooms, list_participants=self._people, remove_participant=self._remove
+        )
+        self.agent_dispatch = SimpleNamespace(list_dispatch=self._dispatches, create_dispatch=self._create)
+
+    def add_room(self, name: str, metadata: str = "", dispatched_ago: float | None = 60, jobs: int = 1) -> None:
+        self.rooms[name] = api.Room(name=name, sid=f"RM_{name}", metadata=metadata)
+        self.people[name] = [api.ParticipantInfo(identity="caller", kind=api.ParticipantInfo.Kind.STANDARD)]
+        self.dispatches[name] = []
+        if dispatched_ago is not None:
+            self.dispatch(name, dispatched_ago, jobs, metadata='{"persona": "concierge"}')
+
+    def dispatch(self, room: str, ago: float, jobs: int, metadata: str = "", worker: str = "AW_1") -> None:
+        state = api.AgentDispatchState(created_at=int((time.time() - ago) * 1e9))
+        for n in range(jobs):
+            job_state = api.JobState(participant_identity=f"agent-{room}-{n}", worker_id=worker)
+            state.jobs.append(api.Job(id=f"AJ_{room}_{n}", state=job_state))
+        self.dispatches[room].append(
+            api.AgentDispatch(agent_name=AGENT_NAME, room=room, metadata=metadata, state=state)
+        )
+
+    def agent_joins(self, room: str, worker: str = "AW_1") -> None:
+        """The agent of the room's latest dispatch joins (a job of `worker`)."""
+        jobs = self.dispatches[room][-1].state.jobs
+        identity = f"agent-{room}-{len(self.people[room])}-{len(self.created)}"
+        jobs.append(api.Job(id=f"AJ_{identity}", state=api.JobState(participant_identity=identity, worker_id=worker)))
+        attributes = {"lk.agent_name": AGENT_NAME}
+        info = api.ParticipantInfo(identity=identity, kind=api.ParticipantInfo.Kind.AGENT, attributes=attributes)
+        self.people[room].append(info)
+
+    def agent_leaves(self, room: str) -> None:
+        self.people[room] = [p for p in self.people[room] if p.kind != api.ParticipantInfo.Kind.AGENT]
+
+    async def _list_rooms(self, _req):
+        return api.ListRoomsResponse(rooms=list(self.rooms.values()))
+
+    async def _people(self, req):
+        return api.ListParticipantsResponse(participants=self.people[req.room])
+
+    async def _remove(self, req):
+        self.removed.append(req.identity)
+        self.people[req.room] = [p for p in self.people[req.room] if p.identity != req.identity]
+
+    async def _dispatches(self, room: str):
+        return list(self.dispatches[room])
+
+    async def _create(self, req):
+        self.created.append(req)
+        self.dispatch(req.room, 0, 0, req.metadata)
+
+
+def watcher(said: list[str]) -> redispatch.Redispatcher:
+    return redispatch.Redispatcher(
+        "ws://unused", "key", "secret", AGENT_NAME, absent_after=0.2, retry_after=0.3, say=said.append
+    )
+
+
+async def test_the_watcher_sends_the_agent_back_once_and_only_where_it_belongs(said):
+    lk, w = FakeLiveKit(), watcher(said)
+    lk.add_room("lost")  # had its agent (dispatched a minute ago), has none now
+    lk.add_room("joining", dispatched_ago=1)  # dispatched a second ago: the agent is on its way
+    lk.add_room("ended", metadata='{"agent": "ended"}')  # the agent left on purpose
+    lk.add_room("not-ours", dispatched_ago=None)  # never dispatched: another application's room
+    lk.add_room("served")
+    lk.agent_joins("served")
+    assert await w.tick(lk) == []  # nobody has been absent for absent_after yet
+    await asyncio.sleep(0.25)
+    assert await w.tick(lk) == ["lost"]
+    assert lk.created[0].metadata == '{"persona": "concierge"}', "the new dispatch keeps the call's options"
+    assert said == [f"redispatch: room lost has a caller and has had no {AGENT_NAME} for 0 s; dispatching it again"]
+    assert await w.tick(lk) == []  # no worker has taken it yet, but it was just made: no second one
+    await asyncio.sleep(w.retry_after)
+    assert await w.tick(lk) == ["lost"]  # still no worker took it: try again (said once per absence)
+    assert len(said) == 1
+    lk.agent_joins("lost")
+    assert await w.tick(lk) == []
+    assert said[-1] == f"redispatch: {AGENT_NAME} is back in room lost"
+    lk.people["lost"] = [p for p in lk.people["lost"] if p.kind == api.ParticipantInfo.Kind.AGENT]
+    assert await w.tick(lk) == []  # the caller left: nothing to do
+
+
+async def test_agents_of_a_dead_worker_are_replaced_at_once_and_a_room_that_keeps_losing_them_is_given_up(said):
+    lk, w = FakeLiveKit(), watcher(said)
+    lk.add_room("call")
+    lk.agent_joins("call")
+    assert await w.tick(lk) == []
+    dead = lk.people["call"][-1].identity
+    w.workers_gone(["AW_1"])  # the launcher saw the worker die; livekit-server still lists its agent
+    assert await w.tick(lk) == ["call"]  # removed and replaced at once, without waiting absent_after
+    assert lk.removed == [dead]
+    assert said[0] == f"redispatch: removed {dead} from room call: its worker died"
+    sent = []
+    for _ in range(w.max_losses):  # an agent that keeps leaving at once (a job failing at start)
+        lk.agent_joins("call", worker="AW_2")
+        assert await w.tick(lk) == []
+        lk.agent_leaves("call")
+        assert await w.tick(lk) == []  # gone: noticed, not yet absent_after
+        await asyncio.sleep(0.21)
+        w.worker_ready()  # as if a worker registered: no waiting for retry_after
+        sent += await w.tick(lk)
+    assert sent == ["call"] * (w.max_losses - 1)
+    assert said[-1] == "redispatch: room call lost its agent 6 times; not dispatching it again"
+    await asyncio.sleep(0.21)
+    assert await w.tick(lk) == []
+
+
+# --- a real stack, supervised as `python -m stack up` supervises it ---------------------------------------------------
 
 
 @dataclass
@@ -226,7 +343,7 @@ def supervised(scripted_env: dict[str, str], artifacts: Path) -> Iterator[Superv
         watcher = redispatch.Redispatcher(
             stack.livekit_url, s.livekit_api_key, s.livekit_api_secret, AGENT_NAME, say=say
         )
-        supervisor = Supervisor(stack, say=say)
+        supervisor = Supervisor(stack, say=say, **redispatch.hooks(watcher))
         stop = threading.Event()
 
         def supervise() -> None:
@@ -364,21 +481,38 @@ class TestSupervisedStack:
         stack = supervised.stack
         livekit, agent = stack.service("livekit-server"), stack.service("agent")
         agent_pid = agent.pid
-        killed = time.monotonic()
-        os.kill(livekit.pid, signal.SIGKILL)
-        _, line = await supervised.wait_said(killed, "livekit-server exited with SIGKILL", 5)
-        assert line.endswith("restarting in 1 s (restart 1)"), line
-        back, _ = await supervised.wait_said(killed, "livekit-server is back", 60)
-        deadline = time.monotonic() + 30
-        while not agent.lines_since(back - 0.2, "registered worker") and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        registered = agent.lines_since(back - 0.2, "registered worker")
-        assert registered, "the worker never registered again"
-        took = registered[0] - back
-        print(f"\nlivekit-server back {back - killed:.1f} s after kill -9; the worker registered {took:.2f} s later")
-        assert took <= 10
-        assert agent.pid == agent_pid, "the agent worker was restarted instead of reconnecting"
-        caller = await call(stack, "caller-after-restart")  # and it takes calls
+        caller = await call(stack, "caller-server-killed")  # mid-call
+        try:
+            before = agents(caller)[0]
+            killed = time.monotonic()
+            os.kill(livekit.pid, signal.SIGKILL)
+            _, line = await supervised.wait_said(killed, "livekit-server exited with SIGKILL", 5)
+            assert line.endswith("restarting in 1 s (restart 1)"), line
+            back, _ = await supervised.wait_said(killed, "livekit-server is back", 60)
+            deadline = time.monotonic() + 30
+            while not agent.lines_since(back - 0.2, "registered worker") and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            registered = agent.lines_since(back - 0.2, "registered worker")
+            assert registered, "the worker never registered again"
+            took = registered[0] - back
+            assert agent.pid == agent_pid, "the agent worker was restarted instead of reconnecting"
+            # Both ends rejoin the new server by themselves (the agent's job and the caller's client reconnect), and
+            # the call goes on: the agent still answers.
+            await caller.wait_for(lambda: agents(caller), 60, "the agent in the rejoined room")
+            await caller.room.local_participant.send_text("are you still there", topic="lk.chat")
+            await caller.wait_for(
+                lambda: any("still there" in t for t in caller.texts(agents(caller)[0])), 30, "an answer"
+            )
+            answered = time.monotonic()
+            print(
+                f"\nlivekit-server back {back - killed:.1f} s after kill -9; the worker registered {took:.2f} s later; "
+                f"the call answered again {answered - back:.1f} s after the server was back "
+                f"({'same agent' if agents(caller) == [before] else 'a new agent'})"
+            )
+            assert took <= 10
+        finally:
+            await caller.close()
+        caller = await call(stack, "caller-after-restart")  # and new calls are served
         await caller.close()
         assert not supervised.said_since(0, "STOP")
 

@@ -8,7 +8,6 @@ is known by their number, the keypad works (RFC 4733 digits arrive as `sip_dtmf_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -156,19 +155,6 @@ def transfer_tool(targets: dict[str, str]) -> llm.FunctionTool:
         name="transfer_call",
         description=f"Transfer the phone call to a person. destination is one of: {names}.",
     )
-
-
-async def refuse(room_name: str, settings: AgentSettings) -> None:
-    """Ends a phone call that cannot be taken: deleting its room makes livekit-sip refuse the INVITE still ringing
-    (486 Busy Here), so the caller is not left ringing or half-answered."""
-    lk = api.LiveKitAPI(
-        settings.livekit_url.replace("ws", "http", 1), settings.livekit_api_key, settings.livekit_api_secret
-    )
-    try:
-        with contextlib.suppress(api.TwirpError):
-            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
-    finally:
-        await lk.aclose()
 
 
 def data_key(identity: str) -> str:

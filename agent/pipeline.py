@@ -6,6 +6,7 @@ Models load once per worker process (`load`), and every session shares them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -301,6 +302,8 @@ class Capacity:
         self.target_load = target_load
         self._starting: dict[str, float] = {}  # job id -> when it was accepted
         self._live: set[str] = set()  # jobs whose session is running
+        self._telling: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def taken(self) -> int:
         running = {info.job.id for info in self._server.active_jobs}
@@ -314,8 +317,29 @@ class Capacity:
         taken = self.taken()
         return 1.0 if taken >= self.max_sessions else self.target_load * taken / self.max_sessions
 
+    def _report_now(self) -> None:
+        """livekit-agents 1.8.9 sends the worker's load to livekit-server only every 2.5 s, so for seconds after a call
+        ended the server still saw the worker full and turned callers away. A slot taken or freed is reported at once.
+        (Private surface of AgentServer: `_worker_load`, `_update_worker_status`; tests/agent/test_capacity.py checks
+        they exist at the pinned version.)"""
+        server, loop = self._server, self._loop
+        update = getattr(server, "_update_worker_status", None)
+        if loop is None or update is None or not hasattr(server, "_worker_load"):
+            return
+
+        def send() -> None:
+            server._worker_load = self.load()  # type: ignore[attr-defined]
+            task = asyncio.ensure_future(update())
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
+
+        with contextlib.suppress(RuntimeError):  # the worker's loop is closed: it is shutting down
+            loop.call_soon_threadsafe(send)
+
     async def on_request(self, request: JobRequest) -> None:
         from agent.settings import get_settings
+
+        self._loop = asyncio.get_running_loop()  # the worker's own loop (jobs run on threads of their own)
 
         if self.taken() >= self.max_sessions:
             logger.warning(
@@ -324,17 +348,15 @@ class Capacity:
                 len(self._starting),
                 self.max_sessions,
             )
-            await request.reject()
-            if dispatch_options(request.job.metadata).get("mode") == "phone":
-                # A phone caller would otherwise ring on with nobody to answer: livekit-sip refuses it instead.
-                from agent import phone
-
-                await phone.refuse(request.room.name, get_settings())
-            else:
-                # The web page (and any client reading the room's metadata) tells the person, and offers a retry.
-                await mark_room(request.room.name, BUSY, get_settings())
+            # Not terminate: livekit-server then offers the call to the next worker with a free slot.
+            await request.reject(terminate=False)
+            phone_call = dispatch_options(request.job.metadata).get("mode") == "phone"
+            task = asyncio.create_task(tell_if_unserved(request.room.name, phone_call, get_settings()))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
             return
         self._starting[request.id] = time.monotonic()
+        self._report_now()
         await request.accept()
 
     def started(self, job_id: str) -> None:
@@ -344,9 +366,34 @@ class Capacity:
     def finished(self, job_id: str) -> None:
         self._starting.pop(job_id, None)
         self._live.discard(job_id)
+        self._report_now()
 
 
 BUSY = '{"agent": "busy"}'  # room metadata while a person waits and no worker can take the call
+UNSERVED_AFTER_S = 1.5  # how long other workers have to take a call this one refused
+
+
+async def tell_if_unserved(room_name: str, phone_call: bool, s: AgentSettings) -> None:
+    """After refusing a call, and once other workers had their chance: if none took it, tell the caller. A phone call
+    is refused (its room deleted: livekit-sip answers 486 Busy Here instead of ringing on); anyone else reads "busy"
+    in the room's metadata (the web page says so and offers a retry; the launcher's watcher dispatches the agent
+    again when a slot frees)."""
+    await asyncio.sleep(UNSERVED_AFTER_S)
+    lk = api.LiveKitAPI(s.livekit_url.replace("ws", "http", 1), s.livekit_api_key, s.livekit_api_secret)
+    try:
+        ours = [d for d in await lk.agent_dispatch.list_dispatch(room_name) if d.agent_name == s.agent_name]
+        if ours and max(ours, key=lambda d: d.state.created_at).state.jobs:
+            return  # another worker took it
+        if phone_call:
+            logger.warning("no agent free for the phone call in room %s: refusing it (486)", room_name)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+        else:
+            logger.warning("no agent free for room %s: told the caller it is busy", room_name)
+            await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(room=room_name, metadata=BUSY))
+    except Exception as exc:  # the room may be gone already (the caller left); telling is best effort
+        logger.info("could not tell room %s that no agent is free: %s", room_name, exc)
+    finally:
+        await lk.aclose()
 
 
 async def mark_room(room_name: str, metadata: str, s: AgentSettings) -> None:

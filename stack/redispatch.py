@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from livekit import api
 
-from stack.services import Service
+from stack.services import Service, Stack
 
 logger = logging.getLogger("stack.redispatch")
 
@@ -61,6 +61,7 @@ class _Room:
     dispatches: int = 0  # made since the agent went (or since the room was seen without one)
     known_dead: bool = False  # its agent's worker died: no need to wait and see
     given_up: bool = False
+    told_busy: bool = False  # the caller was told no agent is free (room metadata), or the phone call refused
     seen: set[str] = field(default_factory=set)  # agent identities that have been in the room
 
 
@@ -148,6 +149,25 @@ class Redispatcher:
                 sent.append(room.name)
         return sent
 
+    async def _tell_if_unserved(
+        self, lk: api.LiveKitAPI, room: api.Room, humans: list, dispatches: list[api.AgentDispatch]
+    ) -> bool:
+        """A caller that no worker took within a moment is told so: a phone call is refused (the room deleted, so
+        livekit-sip answers 486 instead of ringing on); anyone else reads "busy" in the room's metadata (the web page
+        says it and offers a retry) while this watcher keeps dispatching until a slot frees."""
+        waited = _unserved_for(dispatches, self.agent_name)
+        if waited < UNSERVED_AFTER_S:
+            return False
+        if any(p.kind == api.ParticipantInfo.Kind.SIP for p in humans):
+            self.say(f"redispatch: no {self.agent_name} free for the phone call in room {room.name}; refusing it")
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room.name))
+        else:
+            self.say(
+                f"redispatch: no {self.agent_name} free for room {room.name} after {waited:.1f} s; told the caller"
+            )
+            await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(room=room.name, metadata=BUSY))
+        return True
+
     async def _check(self, lk: api.LiveKitAPI, room: api.Room, hurry: bool) -> bool:
         now = time.monotonic()
         if left_on_purpose(room.metadata):
@@ -187,6 +207,7 @@ class Redispatcher:
                     self.say(f"redispatch: {self.agent_name} is back in room {room.name}")
                 state.had_agent, state.dispatches, state.known_dead = True, 0, False
             state.seen.update(a.identity for a in agents)
+            state.told_busy = False
             return False
         if state is None:
             state = self.rooms[room.sid] = _Room(absent_since=now)
@@ -195,6 +216,12 @@ class Redispatcher:
             state.losses += 1
         if dead_since is not None:
             state.known_dead, state.absent_since = True, min(state.absent_since, dead_since)
+        if not state.told_busy:
+            dispatches = dispatches if dispatches is not None else await lk.agent_dispatch.list_dispatch(room.name)
+            if await self._tell_if_unserved(lk, room, humans, dispatches):
+                state.told_busy = True
+                if any(p.kind == api.ParticipantInfo.Kind.SIP for p in humans):
+                    return False  # a phone call nobody can take is refused, not kept ringing
         if state.given_up or (now - state.absent_since < self.absent_after and not state.known_dead):
             return False
         if dispatches is None:
@@ -233,6 +260,19 @@ class Redispatcher:
                 f"{now - state.absent_since:.0f} s; dispatching it again"
             )
         return True
+
+
+UNSERVED_AFTER_S = 1.5  # a dispatch no worker took for this long: every worker is full (or none is registered)
+BUSY = '{"agent": "busy"}'
+
+
+def _unserved_for(dispatches: list[api.AgentDispatch], agent_name: str) -> float:
+    """Seconds the room's latest dispatch of the agent has gone untaken (0 when a worker took it or there is none)."""
+    ours = [d for d in dispatches if d.agent_name == agent_name]
+    if not ours:
+        return 0.0
+    latest = max(ours, key=lambda d: d.state.created_at)
+    return 0.0 if latest.state.jobs else max(0.0, time.time() - latest.state.created_at / 1e9)
 
 
 def hooks(watcher: Redispatcher) -> dict[str, Callable[[Service], None]]:
@@ -278,3 +318,10 @@ class Thread:
             self._loop.call_soon_threadsafe(self._stop.set)
             self.redispatcher.wake()
         self._thread.join(timeout)
+
+
+def watch(stack: Stack, agent_name: str = "voice-agent", **options) -> Thread:
+    """A started watcher for a running Stack, as `python -m stack up` runs one (tests use it the same way)."""
+    s = stack.settings
+    watcher = Redispatcher(stack.livekit_url, s.livekit_api_key, s.livekit_api_secret, agent_name, **options)
+    return Thread(watcher).start()

@@ -4,11 +4,14 @@ and a full worker must reach it. A call frees its slot as soon as its session cl
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
+from agent import pipeline
 from agent.pipeline import Capacity
 from agent.settings import AgentSettings
 from stack.services import REPO
@@ -28,12 +31,26 @@ class FakeRequest:
     id: str
     outcome: str = ""
     job: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(metadata=""))
+    room: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(name="room-1"))
 
     async def accept(self) -> None:
         self.outcome = "accepted"
 
-    async def reject(self) -> None:
-        self.outcome = "rejected"
+    async def reject(self, *, terminate: bool = True) -> None:
+        # terminate=True would end the job for good: livekit-server would offer the call to no other worker.
+        self.outcome = "rejected" if not terminate else "rejected for good"
+
+
+@pytest.fixture(autouse=True)
+def told(monkeypatch) -> list[tuple[str, bool]]:
+    """The callers a refusing worker would tell (after other workers had their chance), instead of telling them."""
+    calls: list[tuple[str, bool]] = []
+
+    async def tell(room_name: str, phone_call: bool, _settings) -> None:
+        calls.append((room_name, phone_call))
+
+    monkeypatch.setattr(pipeline, "tell_if_unserved", tell)
+    return calls
 
 
 def server_offers(load: float, target: float) -> bool:
@@ -75,10 +92,28 @@ async def test_a_finished_call_frees_its_slot_at_once():
     assert late.outcome == "accepted"
 
 
-async def test_calls_arriving_together_are_counted_before_they_start():
+async def test_calls_arriving_together_are_counted_before_they_start(told):
     server = FakeServer()
     capacity = Capacity(server, 2, 0.7)  # type: ignore[arg-type]
     first, second, third = FakeRequest("a"), FakeRequest("b"), FakeRequest("c")
+    third.job.metadata = '{"mode": "phone"}'
     for request in (first, second, third):
         await capacity.on_request(request)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+    # The third is refused without ending the job: another worker may take it; if none does, its caller is told.
     assert [first.outcome, second.outcome, third.outcome] == ["accepted", "accepted", "rejected"]
+    assert told == [("room-1", True)]
+
+
+def test_the_worker_internals_the_capacity_report_relies_on_exist():
+    """Upgrade canary: Capacity reports a freed slot at once through AgentServer's private `_update_worker_status`
+    and `_worker_load` (livekit-agents 1.8.9). If an upgrade renames them, the report silently waits 2.5 s again."""
+    import inspect
+
+    from livekit.agents import AgentServer
+
+    server = AgentServer()
+    assert callable(getattr(server, "_update_worker_status", None)), "AgentServer._update_worker_status is gone"
+    # Set when the worker runs, and what _update_worker_status sends as the load.
+    sent = inspect.getsource(AgentServer._update_worker_status)
+    assert "load=self._worker_load" in sent, "AgentServer._update_worker_status no longer sends _worker_load"

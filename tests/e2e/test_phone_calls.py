@@ -18,6 +18,7 @@ import pytest
 import yaml
 from livekit import api
 
+from stack import redispatch
 from stack.services import Stack, free_port, free_port_block
 from stack.telephony import Server, call
 from tests.support import phone
@@ -66,7 +67,12 @@ def phone_stack(artifacts: Path, tmp_path_factory, uas_port: int) -> Iterator[St
         "LLM_BASE_URL": "",
     }
     with Stack(settings, env=env, log_dir=log_dir, telephony=True) as running:
-        yield running
+        # As `scripts/up` runs it: it refuses calls no worker takes (486) and sends the agent back where it is lost.
+        watcher = redispatch.watch(running)
+        try:
+            yield running
+        finally:
+            watcher.stop()
 
 
 def server(stack: Stack) -> Server:

@@ -23,6 +23,7 @@ def up(args: argparse.Namespace) -> int:
         echo=args.verbose,
         log_dir=log_dir,
         telephony=args.telephony or None,
+        workers=args.workers,
         progress=lambda m: print(f"  {m}", flush=True),
     )
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +158,9 @@ def main() -> int:
     cmd.add_argument("-v", "--verbose", action="store_true", help="show every service's log lines")
     cmd.add_argument("--telephony", action="store_true", help="also start Redis and livekit-sip (phone calls)")
     cmd.add_argument("--log-dir", help="where the services' logs go (default .tools/logs)")
+    cmd.add_argument(
+        "--workers", type=int, default=1, help="agent worker processes (each takes MAX_SESSIONS calls; default 1)"
+    )
     cmd.set_defaults(func=up)
     cmd = sub.add_parser("redispatch", help="only send the agent back into rooms that lost it (LIVEKIT_URL's server)")
     cmd.set_defaults(func=watch)

@@ -297,6 +297,7 @@ class Stack:
         log_dir: Path | None = None,
         echo: bool = False,
         with_agent: bool = True,
+        workers: int = 1,
         telephony: bool | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -304,6 +305,7 @@ class Stack:
         self.log_dir = log_dir
         self.echo = echo
         self.with_agent = with_agent
+        self.workers = max(1, workers)  # agent worker processes: they register with livekit-server and share calls
         self.telephony = s.stack_telephony if telephony is None else telephony
         self.progress = progress or (lambda _message: None)
         self.livekit_url = f"ws://127.0.0.1:{s.livekit_port}"
@@ -424,6 +426,10 @@ class Stack:
                 raise StackError(str(exc)) from None
         if self.with_agent:
             self.start_agent(timeout=agent_timeout)
+            for n in range(2, self.workers + 1):
+                # Each further worker: its own health port, and its metrics on a free port (logged at start).
+                ports = {"AGENT_HTTP_PORT": str(free_port()), "AGENT_METRICS_PORT": str(free_port())}
+                self.start_agent(ports, timeout=agent_timeout, name=f"agent-{n}")
         token = Service(
             "token-server",
             [python, "-m", "token_server"],

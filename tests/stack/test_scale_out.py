@@ -3,9 +3,8 @@
 More workers: agent worker processes registered under the same AGENT_NAME with one livekit-server share the calls;
 livekit-server offers each call to a worker by the load the workers report (a full worker reports 1.0 and is offered
 nothing), and when one worker dies the server sends new calls to the others. The calls here arrive further apart than
-a worker's load report (every 2.5 s): in a burst inside one report the server can offer a call to a worker that has
-just filled up, and the agent refuses it for good (`request.reject()` terminates the job; livekit-server then offers
-it to no other worker), so the caller is told the agent is busy although another worker is free.
+a worker's load report; a worker that is offered a call it cannot take refuses it without ending the job, so
+livekit-server offers it to the next worker (tests/stack/test_capacity_e2e.py covers callers beyond capacity).
 
 More nodes: two livekit-server nodes on one Redis (livekit.yaml's `redis:` section) are one cluster: a room lives on
 one node and is joinable through either (the other node relays the signalling over Redis), and a job request for a
@@ -367,3 +366,16 @@ async def test_two_livekit_nodes_on_one_redis_route_rooms_and_agent_jobs_between
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_the_launcher_starts_as_many_workers_as_asked(artifacts, scripted_env):
+    """`scripts/up --workers 2`: two worker processes, each registered with livekit-server on its own ports."""
+    env = {**scripted_env, "MAX_SESSIONS": str(MAX_SESSIONS)}
+    with Stack(loopback_ports(), env=env, workers=2, log_dir=log_dir_for(artifacts, "two-workers")) as stack:
+        agents = [svc for svc in stack.services if svc.name.startswith("agent")]
+        assert [svc.name for svc in agents] == ["agent", "agent-2"]
+        assert all(svc.alive() for svc in agents)
+        ids = {m.group(1) for svc in agents for line in svc.tail if (m := re.search(r'"id": "(AW_\w+)"', line))}
+        assert len(ids) == 2, f"the workers did not both register: {ids}"

@@ -31,7 +31,7 @@ from livekit.agents import (
     utils,
 )
 from livekit.agents.types import NOT_GIVEN, NotGiven
-from livekit.agents.voice import ConversationItemAddedEvent, UserInputTranscribedEvent
+from livekit.agents.voice import CloseEvent, CloseReason, ConversationItemAddedEvent, UserInputTranscribedEvent
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from agent import echo, group, memory, metrics, personas, phone, pipeline, playout, skills, tracing, waterfall
@@ -388,8 +388,10 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.warning("%s; using the default persona", exc)
         agent = PersonaAgent(chat_ctx=earlier)
 
+    leaving: set[asyncio.Future] = set()
+
     @session.on("close")
-    def _end_job(_ev: object) -> None:
+    def _end_job(ev: CloseEvent) -> None:
         # The person left or the call ended: free this worker's slot now rather than when the room times out.
         capacity.finished(ctx.job.id)
         if call:
@@ -398,7 +400,18 @@ async def entrypoint(ctx: JobContext) -> None:
                 await ctx.delete_room()
 
             ctx.add_shutdown_callback(hang_up)
-        ctx.shutdown(reason="session closed")
+        if ev.reason == CloseReason.ERROR or ctx.is_fake_job():
+            ctx.shutdown(reason="session closed")  # a session that failed: the watcher may send another agent
+            return
+
+        async def leave() -> None:
+            # Said before the agent leaves the room (livekit runs shutdown callbacks only after): the call ended on
+            # purpose, so the watcher (stack/redispatch.py) must not send an agent back to the people still there.
+            await pipeline.mark_room(ctx.room.name, pipeline.ENDED, settings)
+            ctx.shutdown(reason="session closed")
+
+        leaving.add(task := asyncio.ensure_future(leave()))
+        task.add_done_callback(leaving.discard)
 
     await session.start(agent=agent, room=ctx.room, room_options=linked)
     if call:

@@ -370,6 +370,7 @@ class Capacity:
 
 
 BUSY = '{"agent": "busy"}'  # room metadata while a person waits and no worker can take the call
+ENDED = '{"agent": "ended"}'  # room metadata once the agent ended the call on purpose (no agent is sent back)
 UNSERVED_AFTER_S = 1.5  # how long other workers have to take a call this one refused
 
 

@@ -10,6 +10,10 @@ export function BusyNotice({ onRetry }: { onRetry: () => void }) {
   const [since] = useState(() => Date.now());
   const [now, setNow] = useState(() => Date.now());
   const [metadata, setMetadata] = useState(room.metadata);
+  const [hadAgent, setHadAgent] = useState(false);
+  useEffect(() => {
+    if (agent !== undefined) setHadAgent(true);
+  }, [agent]);
 
   useEffect(() => {
     const onMetadata = (value: string) => setMetadata(value);
@@ -21,7 +25,7 @@ export function BusyNotice({ onRetry }: { onRetry: () => void }) {
     };
   }, [room]);
 
-  if (agentWait(agent !== undefined, now - since, metadata) !== "busy") return null;
+  if (agentWait(agent !== undefined, now - since, metadata, hadAgent) !== "busy") return null;
   return (
     <p className="problem" role="alert" data-testid="busy">
       {BUSY_MESSAGE}{" "}

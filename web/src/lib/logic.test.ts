@@ -120,6 +120,11 @@ describe("waiting for an agent", () => {
   it("is joined once an agent is there, whatever the room said", () => {
     expect(agentWait(true, 60_000, '{"agent":"busy"}')).toBe("joined");
   });
+  it("says nothing after the agent ended the call, or left after it had been there", () => {
+    expect(agentWait(false, 60_000, '{"agent":"ended"}')).toBe("ended");
+    expect(agentWait(false, 60_000, undefined, true)).toBe("waiting");
+    expect(agentWait(false, 60_000, '{"agent":"busy"}', true)).toBe("busy");
+  });
   it("ignores metadata that is not its own", () => {
     expect(roomSaysBusy("not json")).toBe(false);
     expect(roomSaysBusy('{"agent":"ready"}')).toBe(false);

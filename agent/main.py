@@ -50,6 +50,7 @@ TOOL_ITEMS = ("function_call", "function_call_output")
 ANSWERED_AT_ONCE = frozenset({"get_time", "calculate", "convert_units", "recall_notes"})
 PREFILL_AFTER_S = 0.05
 CONSOLE_IDENTITY = "console"  # whose notes and memories a `console` session keeps
+NOBODY_CAME_S = 15.0  # a job whose room has no person by then ends (a caller who hung up before the agent came)
 
 
 class PersonaAgent(Agent):
@@ -342,7 +343,14 @@ async def entrypoint(ctx: JobContext) -> None:
         await ctx.connect()
         if pipeline.dispatch_options(ctx.room.metadata).get("agent") == "busy":  # a worker refused it before
             await pipeline.mark_room(ctx.room.name, "", settings)
-        caller = await ctx.wait_for_participant()
+        try:
+            caller = await asyncio.wait_for(ctx.wait_for_participant(), NOBODY_CAME_S)
+        except TimeoutError:
+            # The caller left (or their call was refused) before the agent came: free the slot, leave the room.
+            logger.warning("nobody joined room %s within %.0f s; leaving it", ctx.room.name, NOBODY_CAME_S)
+            capacity.finished(ctx.job.id)
+            ctx.shutdown(reason="nobody came")
+            return
         if group.wanted(settings, pipeline.dispatch_options(ctx.job.metadata), ctx.room):
             # Several people: one listener per person and an answer policy (agent/group.py).
             await group.run(ctx, shared, settings, PersonaAgent, fast_path_prefix=ROUTED)

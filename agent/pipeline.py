@@ -302,14 +302,20 @@ class Capacity:
         self.target_load = target_load
         self._starting: dict[str, float] = {}  # job id -> when it was accepted
         self._live: set[str] = set()  # jobs whose session is running
+        self._ran: set[str] = set()  # accepted jobs seen among the server's active jobs
         self._telling: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def taken(self) -> int:
         running = {info.job.id for info in self._server.active_jobs}
         now = time.monotonic()
-        # Accepted jobs count until their entrypoint runs (`started`), or 30 s if it never does.
-        self._starting = {i: t for i, t in self._starting.items() if i not in running and now - t < 30}
+        # Accepted jobs count until their entrypoint runs (`started`); one that ended before it did, or that never
+        # showed up within 30 s, frees its slot. (A job is among the server's active jobs well before its entrypoint
+        # runs: while a thread for it is made, other calls must still see its slot taken.)
+        self._ran.update(i for i in self._starting if i in running)
+        self._starting = {
+            i: t for i, t in self._starting.items() if i in running or (i not in self._ran and now - t < 30)
+        }
         self._live &= running  # a job that ended without its session closing
         return len(self._live) + len(self._starting)
 
@@ -361,10 +367,12 @@ class Capacity:
 
     def started(self, job_id: str) -> None:
         self._starting.pop(job_id, None)
+        self._ran.discard(job_id)
         self._live.add(job_id)
 
     def finished(self, job_id: str) -> None:
         self._starting.pop(job_id, None)
+        self._ran.discard(job_id)
         self._live.discard(job_id)
         self._report_now()
 

@@ -117,3 +117,22 @@ def test_the_worker_internals_the_capacity_report_relies_on_exist():
     # Set when the worker runs, and what _update_worker_status sends as the load.
     sent = inspect.getsource(AgentServer._update_worker_status)
     assert "load=self._worker_load" in sent, "AgentServer._update_worker_status no longer sends _worker_load"
+
+
+async def test_an_accepted_call_whose_thread_is_still_starting_keeps_its_slot():
+    """livekit lists a job as active as soon as it is accepted, while its thread (and entrypoint) may take a second
+    to start: the slot stays taken meanwhile (three calls at once on a 2-slot worker all started, before)."""
+    server = FakeServer()
+    capacity = Capacity(server, 2, 0.7)  # type: ignore[arg-type]
+    outcomes = []
+    for job in ("a", "b", "c"):
+        request = FakeRequest(job)
+        await capacity.on_request(request)  # type: ignore[arg-type]
+        outcomes.append(request.outcome)
+        if request.outcome == "accepted":
+            server.jobs.append(job)  # active at once; `started` only comes when its entrypoint runs
+    assert outcomes == ["accepted", "accepted", "rejected"]
+    server.jobs.remove("a")  # a job that ended before its entrypoint ran frees its slot
+    late = FakeRequest("d")
+    await capacity.on_request(late)  # type: ignore[arg-type]
+    assert late.outcome == "accepted"

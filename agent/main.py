@@ -6,6 +6,7 @@ Run: `uv run python -m agent.main start` (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -408,14 +409,17 @@ async def entrypoint(ctx: JobContext) -> None:
                 await ctx.delete_room()
 
             ctx.add_shutdown_callback(hang_up)
-        if ev.reason == CloseReason.ERROR or ctx.is_fake_job():
-            ctx.shutdown(reason="session closed")  # a session that failed: the watcher may send another agent
+        if ev.reason not in (CloseReason.USER_INITIATED, CloseReason.TASK_COMPLETED) or ctx.is_fake_job():
+            # The person left (they may come back after a network blip), or the session failed: leave at once, and
+            # the watcher may send an agent again to whoever is there.
+            ctx.shutdown(reason="session closed")
             return
 
         async def leave() -> None:
-            # Said before the agent leaves the room (livekit runs shutdown callbacks only after): the call ended on
-            # purpose, so the watcher (stack/redispatch.py) must not send an agent back to the people still there.
-            await pipeline.mark_room(ctx.room.name, pipeline.ENDED, settings)
+            # The agent ended the call (goodbye): said before it leaves the room (livekit runs shutdown callbacks only
+            # after), so the watcher (stack/redispatch.py) does not send an agent back to the people still there.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pipeline.mark_room(ctx.room.name, pipeline.ENDED, settings), 2.0)
             ctx.shutdown(reason="session closed")
 
         leaving.add(task := asyncio.ensure_future(leave()))

@@ -377,6 +377,11 @@ class Capacity:
         self._report_now()
 
 
+def server_api(s: AgentSettings) -> api.LiveKitAPI:
+    """livekit-server's API at LIVEKIT_URL (ws[s]:// becomes http[s]://), with the worker's keys; close it after use."""
+    return api.LiveKitAPI(s.livekit_url.replace("ws", "http", 1), s.livekit_api_key, s.livekit_api_secret)
+
+
 BUSY = '{"agent": "busy"}'  # room metadata while a person waits and no worker can take the call
 ENDED = '{"agent": "ended"}'  # room metadata once the agent ended the call on purpose (no agent is sent back)
 UNSERVED_AFTER_S = 1.5  # how long other workers have to take a call this one refused
@@ -388,7 +393,7 @@ async def tell_if_unserved(room_name: str, phone_call: bool, s: AgentSettings) -
     in the room's metadata (the web page says so and offers a retry; the launcher's watcher dispatches the agent
     again when a slot frees)."""
     await asyncio.sleep(UNSERVED_AFTER_S)
-    lk = api.LiveKitAPI(s.livekit_url.replace("ws", "http", 1), s.livekit_api_key, s.livekit_api_secret)
+    lk = server_api(s)
     try:
         ours = [d for d in await lk.agent_dispatch.list_dispatch(room_name) if d.agent_name == s.agent_name]
         if ours and max(ours, key=lambda d: d.state.created_at).state.jobs:
@@ -407,7 +412,7 @@ async def tell_if_unserved(room_name: str, phone_call: bool, s: AgentSettings) -
 
 async def mark_room(room_name: str, metadata: str, s: AgentSettings) -> None:
     """Sets a room's metadata (what clients read to know whether an agent is coming)."""
-    lk = api.LiveKitAPI(s.livekit_url.replace("ws", "http", 1), s.livekit_api_key, s.livekit_api_secret)
+    lk = server_api(s)
     try:
         await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(room=room_name, metadata=metadata))
     except Exception as exc:  # the room may be gone already; telling is best effort
@@ -458,8 +463,7 @@ def preflight(s: AgentSettings, check_server: bool = True) -> None:
 
 
 async def _check_server(s: AgentSettings) -> None:
-    http_url = s.livekit_url.replace("ws://", "http://").replace("wss://", "https://")
-    lkapi = api.LiveKitAPI(http_url, s.livekit_api_key, s.livekit_api_secret)
+    lkapi = server_api(s)
     try:
         await lkapi.room.list_rooms(api.ListRoomsRequest())
     except api.TwirpError as exc:

@@ -148,18 +148,23 @@ async def run_level(stack: Stack, k: int, rounds: int, question, vad_silence: fl
     return level
 
 
-async def run(levels: list[int], rounds: int, log_dir: Path) -> list[Level]:
-    standin = OpenAIStandIn(transcript=QUESTION, stt_delay=STT_DELAY, llm_delay=LLM_DELAY, tts_delay=TTS_DELAY).start()
-    env = {
+def standin_env(standin: OpenAIStandIn, max_sessions: int, data_dir: Path) -> dict[str, str]:
+    """The worker's environment with every provider on the fixed-latency stand-in (also used by bench.soak)."""
+    return {
         "LLM_BASE_URL": standin.base_url,
         "STT_BASE_URL": standin.base_url,
         "TTS_BASE_URL": standin.base_url,
         "SKILL_FAST_PATH": "false",
-        "MAX_SESSIONS": "1000",
+        "MAX_SESSIONS": str(max_sessions),
         "MEMORY_TURNS": "0",
         "TOKEN_RATE_PER_S": "0",  # every simulated caller asks from this one address
-        "DATA_DIR": str(log_dir.parent),
+        "DATA_DIR": str(data_dir),
     }
+
+
+async def run(levels: list[int], rounds: int, log_dir: Path) -> list[Level]:
+    standin = OpenAIStandIn(transcript=QUESTION, stt_delay=STT_DELAY, llm_delay=LLM_DELAY, tts_delay=TTS_DELAY).start()
+    env = standin_env(standin, max_sessions=1000, data_dir=log_dir.parent)
     question = speak(QUESTION)
     vad_silence = AgentSettings(_env_file=None).vad_min_silence_s
     results = []

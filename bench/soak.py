@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.concurrency import LLM_DELAY, QUESTION, STT_DELAY, TTS_DELAY, rss_mb, worker_tree
+from bench.concurrency import LLM_DELAY, QUESTION, STT_DELAY, TTS_DELAY, rss_mb, standin_env, worker_tree
 from stack.services import Stack
 from tests.support.openai_standin import OpenAIStandIn
 from tests.support.ports import loopback_ports
@@ -76,16 +76,7 @@ async def sample_memory(stack: Stack, started: float, until: float, soak: Soak) 
 
 async def run(minutes: float, calls: int, log_dir: Path) -> Soak:
     standin = OpenAIStandIn(transcript=QUESTION, stt_delay=STT_DELAY, llm_delay=LLM_DELAY, tts_delay=TTS_DELAY).start()
-    env = {
-        "LLM_BASE_URL": standin.base_url,
-        "STT_BASE_URL": standin.base_url,
-        "TTS_BASE_URL": standin.base_url,
-        "SKILL_FAST_PATH": "false",
-        "MAX_SESSIONS": str(calls),
-        "MEMORY_TURNS": "0",
-        "TOKEN_RATE_PER_S": "0",
-        "DATA_DIR": str(log_dir.parent),
-    }
+    env = standin_env(standin, max_sessions=calls, data_dir=log_dir.parent)
     soak = Soak()
     question = speak(QUESTION)
     try:

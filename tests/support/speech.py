@@ -39,11 +39,11 @@ def speak(text: str, *, speed: int = 150) -> np.ndarray:
         return read_wav(path)
 
 
-def hibari_speech(text: str) -> np.ndarray:
-    """hibari's "heart" voice, deterministic (the packaged voice: no download)."""
+def hibari_speech(text: str, *, seed: int = 1, speed: float = 1.0) -> np.ndarray:
+    """hibari's "heart" voice (the packaged voice: no download); the seed varies its delivery."""
     from agent.providers.hibari_tts import load_hibari, trim_silence
 
-    audio = trim_silence(load_hibari("heart", 2)(text, seed=1))
+    audio = trim_silence(load_hibari("heart", 2)(text, speed=speed, seed=seed))
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
     resampler = rtc.AudioResampler(24000, SAMPLE_RATE, num_channels=1)
     frames = resampler.push(rtc.AudioFrame(pcm.tobytes(), 24000, 1, len(pcm))) + resampler.flush()

@@ -32,7 +32,13 @@ from livekit.agents import (
     utils,
 )
 from livekit.agents.types import NOT_GIVEN, NotGiven
-from livekit.agents.voice import CloseEvent, CloseReason, ConversationItemAddedEvent, UserInputTranscribedEvent
+from livekit.agents.voice import (
+    CloseEvent,
+    CloseReason,
+    ConversationItemAddedEvent,
+    FunctionToolsExecutedEvent,
+    UserInputTranscribedEvent,
+)
 from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from agent import echo, group, memory, metrics, personas, phone, pipeline, playout, skills, tracing, waterfall
@@ -49,9 +55,24 @@ TOOL_ITEMS = ("function_call", "function_call_output")
 # Skills the fast path answers at once, in the reply itself: they only read (the clock, arithmetic, units, the notes).
 # The others (saving or forgetting notes, hanging up) act as tool calls, once the turn is certain.
 ANSWERED_AT_ONCE = frozenset({"get_time", "calculate", "convert_units", "recall_notes"})
+# Tools whose result is itself the spoken answer: when the LLM calls one and it succeeds, the result is said as it is,
+# with no second LLM round to phrase it (a second round cost 2-4 s here, and a small model garbles the result).
+SPOKEN_AS_IS = ANSWERED_AT_ONCE | {"save_note"}
 PREFILL_AFTER_S = 0.05
 CONSOLE_IDENTITY = "console"  # whose notes and memories a `console` session keeps
 NOBODY_CAME_S = 15.0  # a job whose room has no person by then ends (a caller who hung up before the agent came)
+
+
+def spoken_result(chat_ctx: llm.ChatContext) -> str | None:
+    """The answer, when the LLM's latest tool calls all succeeded and each result is a sentence to say as it is."""
+    outputs = []
+    for item in reversed(chat_ctx.items):
+        if item.type != "function_call_output":
+            break
+        if item.is_error or item.name not in SPOKEN_AS_IS or not item.output:
+            return None
+        outputs.append(item.output)
+    return " ".join(reversed(outputs)) or None
 
 
 class PersonaAgent(Agent):
@@ -82,6 +103,7 @@ class PersonaAgent(Agent):
     async def on_enter(self) -> None:
         playout.attach(self.session)  # audio voiced before the turn was certain plays the moment it is
         self.session.on("conversation_item_added", self._count_answer)
+        self.session.on("function_tools_executed", self._tools_ran)
         call = skills.caller_of(self.session).call
         if isinstance(call, phone.Call) and (targets := get_settings().phone_transfer_targets):
             await self.update_tools([*self.tools, phone.transfer_tool(targets)])
@@ -95,6 +117,12 @@ class PersonaAgent(Agent):
 
     async def on_exit(self) -> None:
         self.session.off("conversation_item_added", self._count_answer)
+        self.session.off("function_tools_executed", self._tools_ran)
+
+    def _tools_ran(self, ev: FunctionToolsExecutedEvent) -> None:
+        for call in ev.function_calls:
+            if not call.call_id.startswith(ROUTED):
+                waterfall.took(self.session, "llm_tool", call.name)
 
     async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
         self._reply_began = time.monotonic()
@@ -129,12 +157,15 @@ class PersonaAgent(Agent):
                     if router.is_yes(request):
                         found = router.Route("forget_notes", {})
                     elif router.is_no(request):
+                        waterfall.took(self.session, "fast")
                         yield skills.KEPT
                         return
                 if found and found.tool in ANSWERED_AT_ONCE and (answer := await self._answer(found, tools)):
+                    waterfall.took(self.session, "fast", found.tool)
                     yield answer
                     return
                 if found:
+                    waterfall.took(self.session, "fast", found.tool)
                     call_id = utils.shortuuid(ROUTED)
                     self._routed[call_id] = found.tool
                     call = llm.FunctionToolCall(name=found.tool, arguments=json.dumps(found.arguments), call_id=call_id)
@@ -147,6 +178,10 @@ class PersonaAgent(Agent):
                 if tool != "end_call" or last.output != skills.CALL_GOES_ON:
                     yield GOODBYE if tool == "end_call" else last.output
                     return
+        if answer := spoken_result(chat_ctx):
+            yield answer
+            return
+        waterfall.took(self.session, "llm")
         async for chunk in Agent.default.llm_node(self, self.llm_view(chat_ctx), tools, model_settings):
             yield chunk
 

@@ -10,6 +10,9 @@ Stages (seconds after the user stopped speaking, by the VAD):
   tts_first_audio  the TTS gave its first audio
   audio_out        the agent's first audio frame was published to the room
 
+Each record also says how the turn was answered: `path` is "fast" (the skills fast path, no LLM), "llm" (the LLM
+answered in words) or "llm_tool" (the LLM called a tool), and `tools` names the tools that ran.
+
 Each turn is logged, observed in the Prometheus histograms (agent.metrics), and sent to the room as JSON on
 the text-stream topic `TOPIC` for clients and benchmarks.
 """
@@ -57,6 +60,8 @@ class TurnClock:
     turns: int = 0
     loud_at: float | None = None  # when the latest voiced input frame arrived
     voiced_until: float | None = None  # loud_at when the user stopped speaking
+    path: str | None = None
+    tools: list[str] = field(default_factory=list)
 
     def mark(self, stage: str, at: float | None = None) -> None:
         self.marks.setdefault(stage, time.time() if at is None else at)
@@ -64,6 +69,14 @@ class TurnClock:
     def reset(self) -> None:
         self.marks.clear()
         self.user_stopped_at = None
+        self.path = None
+        self.tools = []
+
+    def took(self, path: str, tool: str | None = None) -> None:
+        if self.path != "llm_tool":  # a tool call is what the turn was, whatever came after it
+            self.path = path
+        if tool:
+            self.tools.append(tool)
 
     def finish(self, user_metrics: dict, agent_metrics: dict, interrupted: bool) -> dict | None:
         speech_end = user_metrics.get("stopped_speaking_at") or self.user_stopped_at
@@ -82,6 +95,8 @@ class TurnClock:
             "interrupted": interrupted,
             **{stage: round(self.marks[stage] - speech_end, 4) for stage in STAGES if stage in self.marks},
         }
+        if self.path:
+            record |= {"path": self.path, "tools": self.tools}
         if self.voiced_until is not None and abs(speech_end - self.voiced_until) < 2.0:
             record["vad_delay"] = round(speech_end - self.voiced_until, 4)
         self.reset()
@@ -147,6 +162,12 @@ async def heard(session: AgentSession, audio: AsyncIterable[rtc.AudioFrame]) -> 
             if np.sqrt(np.mean(pcm * pcm)) > LOUD:
                 clock.loud_at = time.time()
         yield frame
+
+
+def took(session: AgentSession | None, path: str, tool: str | None = None) -> None:
+    """Notes how the turn in progress is answered (see the module's docstring)."""
+    if session is not None and (clock := _clocks.get(session)) is not None:
+        clock.took(path, tool)
 
 
 def mark(session: AgentSession | None, stage: str) -> None:

@@ -144,8 +144,10 @@ async def test_time_question_calls_the_tool_and_speaks_its_result(llm_path):
         output = result.expect.next_event().is_function_call_output()
         assert re.fullmatch(r"It is \d\d:\d\d on \w+day, \w+ \d+ in Tokyo\.", output.event().item.output)
         reply = result.expect.next_event().is_message(role="assistant")
-        assert output.event().item.output in reply.event().item.text_content
+        # The tool's sentence is the answer, said as it is: one LLM round, not a second one to phrase it.
+        assert reply.event().item.text_content == output.event().item.output
         result.expect.no_more_events()
+    assert len(scripted.calls) == 1
 
 
 async def test_unknown_place_is_an_error_the_agent_recovers_from(llm_path):
@@ -156,7 +158,9 @@ async def test_unknown_place_is_an_error_the_agent_recovers_from(llm_path):
         result.expect.next_event().is_function_call(name="get_time")
         failed = result.expect.next_event().is_function_call_output(is_error=True)
         assert "Atlantis" in failed.event().item.output
-        result.expect.next_event().is_message(role="assistant")
+        # An error goes back to the LLM, which words the apology (or asks which place was meant).
+        apology = result.expect.next_event().is_message(role="assistant").event().item.text_content
+        assert apology.startswith("Sorry") and len(scripted.calls) == 2
         # The session goes on: the next turn is served normally.
         again = await session.run(user_input="What time is it in Paris?")
         again.expect.next_event().is_function_call(name="get_time", arguments={"location": "Paris"})

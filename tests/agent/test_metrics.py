@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -90,3 +91,20 @@ async def test_the_waterfall_splits_the_wait_for_the_vad_from_the_network():
     record = clock.finish({"stopped_speaking_at": clock.loud_at + 0.115, "transcription_delay": 0.35}, {}, False)
     assert record["vad_delay"] == pytest.approx(0.115, abs=1e-3)
     assert record["transcript"] == pytest.approx(0.35, abs=1e-3)
+
+
+async def test_each_turn_record_says_how_it_was_answered():
+    scripted = ScriptedLLM(script)
+    records: list[dict] = []
+    async with scripted, AgentSession(llm=scripted, userdata=CallContext()) as session:
+        clock = waterfall.attach(session)
+        clock.publish = records.append
+        await session.start(Assistant())
+        for said in ("What time is it in Tokyo?", "Hello there", "Divide pi by zero for me"):
+            clock.user_stopped_at = time.time()  # text mode has no speech to end: the turn's clock starts here
+            await session.run(user_input=said)
+    assert [(r["path"], r["tools"]) for r in records] == [
+        ("fast", ["get_time"]),
+        ("llm", []),
+        ("llm_tool", ["calculate"]),
+    ]

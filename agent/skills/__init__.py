@@ -126,7 +126,7 @@ async def convert_units(context: RunContext, value: float, from_unit: str, to_un
         result = units.convert(value, from_unit, to_unit)
     except units.ConversionError as exc:
         raise ToolError(f"Sorry, {exc}.") from exc
-    return f"{calculator.spoken_number(value)} {from_unit} is {result:.4g} {to_unit}."
+    return f"{calculator.spoken_number(value)} {from_unit} is {calculator.spoken_number(result)} {to_unit}."
 
 
 @function_tool

@@ -101,4 +101,9 @@ def spoken_number(value: float | int) -> str:
         value = int(value)
     if isinstance(value, int):
         return f"{value:,}" if abs(value) >= 10000 else str(value)
-    return f"{value:.10g}"
+    # Said aloud, every digit is a word: four significant digits (two decimals from 10 on), "about" when rounded.
+    if value != 0 and not 1e-4 <= abs(value) < 1e15:
+        mantissa, exponent = f"{value:.3e}".split("e")
+        return f"about {float(mantissa):g} times ten to the power of {int(exponent)}"
+    short = f"{value:.4g}" if abs(value) < 10 else f"{round(value, 2):,}"
+    return short if math.isclose(float(short.replace(",", "")), value, rel_tol=1e-12) else f"about {short}"

@@ -58,7 +58,11 @@ def test_calculator_refuses_safely(expression, reason):
 def test_spoken_numbers():
     assert calculator.spoken_number(10.0) == "10"
     assert calculator.spoken_number(1234567) == "1,234,567"
-    assert calculator.spoken_number(1 / 3) == "0.3333333333"
+    # Every digit is a word when spoken: what is said is rounded, and says so.
+    assert calculator.spoken_number(1 / 3) == "about 0.3333"
+    assert calculator.spoken_number(35 / 3) == "about 11.67"
+    assert calculator.spoken_number(2.5) == "2.5"
+    assert calculator.spoken_number(12345.678) == "about 12,345.68"
 
 
 @pytest.mark.parametrize(

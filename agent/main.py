@@ -45,7 +45,7 @@ from agent import echo, group, memory, metrics, personas, phone, pipeline, playo
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
 from agent.skills import router
-from agent.tts_text import TTS_TEXT_TRANSFORMS
+from agent.tts_text import TTS_TEXT_TRANSFORMS, without_markup
 
 logger = logging.getLogger("agent")
 
@@ -127,7 +127,7 @@ class PersonaAgent(Agent):
     async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings):
         self._reply_began = time.monotonic()
         waterfall.mark(self.session, "llm_request")
-        async for chunk in self._reply(chat_ctx, tools, model_settings):
+        async for chunk in without_markup(self._reply(chat_ctx, tools, model_settings)):
             if isinstance(chunk, str) or (isinstance(chunk, llm.ChatChunk) and chunk.delta and chunk.delta.content):
                 waterfall.mark(self.session, "llm_first_token")
             yield chunk

@@ -1,4 +1,9 @@
-"""What the TTS is given of the reply: plain text at once, markdown stripped.
+"""What is said of the reply: plain text at once; markup, tool syntax and markdown never.
+
+`without_markup` runs on the LLM's text itself (so the transcript and the chat history are clean too): it drops tags
+(`<get_time>...`), braces (`{{get_time}}`, JSON), backticks and identifiers (`convert_units`), which a small model
+sometimes writes instead of calling a tool, or around a tool's name; the local LLM turns tool-named tags into the call
+first (agent/providers/llama_llm.py).
 
 livekit's own `filter_markdown` holds each piece of text until the next separator arrives, so every word, and the
 punctuation that ends the first clause, reached the TTS one LLM token (60-90 ms here) after the LLM wrote it. A
@@ -11,7 +16,79 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 
+from livekit.agents import llm
 from livekit.agents.voice.transcription.filters import filter_markdown
+
+CLOSERS = {"<": ">", "{": "}"}
+IDENTIFIER = re.compile(r"\w*_\w*")  # get_time, convert_units: names, not words
+TRAILING_WORD = re.compile(r"\w+$")
+HELD_MAX = 2000  # characters of an unclosed tag or brace held before they are dropped
+
+
+class Markup:
+    """Drops markup from text that arrives piece by piece; text outside it passes at once."""
+
+    def __init__(self) -> None:
+        self._held = ""  # from an opening < or { on, until it closes
+
+    def feed(self, text: str) -> str:
+        out, text = [], self._held + text
+        self._held = ""
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "<" and i + 1 == len(text):
+                self._held = "<"  # a tag or "less than": the next character says
+                break
+            if ch == "<" and not re.match(r"[A-Za-z/|!?]", text[i + 1]):
+                out.append(ch)
+            elif ch in CLOSERS:
+                end = _closing(text, i)
+                if end is None:
+                    self._held = text[i:] if len(text) - i < HELD_MAX else ""
+                    break
+                i = end
+            elif ch not in "`}":
+                out.append(ch)
+            i += 1
+        said = "".join(out)
+        if not self._held and (word := TRAILING_WORD.search(said)):
+            said, self._held = said[: word.start()], word.group()  # it may go on as an identifier: get_ + time
+        return IDENTIFIER.sub("", said)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return IDENTIFIER.sub("", held) if held == "<" or TRAILING_WORD.fullmatch(held) else ""
+
+
+def _closing(text: str, start: int) -> int | None:
+    """Index of the character that closes the tag or brace opened at `start` (braces nest)."""
+    opener, closer, depth = text[start], CLOSERS[text[start]], 0
+    for j in range(start, len(text)):
+        depth += (text[j] == opener) - (text[j] == closer)
+        if depth == 0:
+            return j
+    return None
+
+
+async def without_markup(chunks: AsyncIterable[str | llm.ChatChunk]) -> AsyncIterator[str | llm.ChatChunk]:
+    """An llm_node's output with markup dropped from its text; tool calls and usage pass as they are."""
+    markup = Markup()
+    async for chunk in chunks:
+        if isinstance(chunk, str):
+            if text := markup.feed(chunk):
+                yield text
+        elif chunk.delta is not None and chunk.delta.content:
+            text = markup.feed(chunk.delta.content)
+            if text or chunk.delta.tool_calls:
+                yield chunk.model_copy(update={"delta": chunk.delta.model_copy(update={"content": text or None})})
+            elif chunk.usage is not None:
+                yield chunk.model_copy(update={"delta": None})
+        else:
+            yield chunk
+    if rest := markup.flush():
+        yield rest
+
 
 # Characters that can open inline markdown (emphasis, code, strikethrough, links, images, headers, quotes) or a
 # new line, where a list marker may follow.

@@ -263,6 +263,8 @@ class ToolCallParser:
 
     def __init__(self, tool_names: set[str]) -> None:
         self._tool_names = tool_names
+        # A tool's name in a tag or braces ("<get_time>", "{{get_time}}"): the 1.5B's way of calling it, at times.
+        self._markers = TOOL_MARKERS + tuple(f"{o}{n}" for n in sorted(tool_names) for o in ("<", "{{", "{{ "))
         self._pending = ""
         self._tool_text: str | None = None
         self._spoke = False  # some speech went out already
@@ -281,13 +283,13 @@ class ToolCallParser:
             # A reply that opens with a brace is JSON, whatever its spacing ('{ "name"', '{\n  "name"'): never speech.
             self._tool_text, self._pending = self._pending, ""
             return ""
-        hits = [i for i in (self._pending.find(m) for m in TOOL_MARKERS) if i >= 0]
+        hits = [i for i in (self._pending.find(m) for m in self._markers) if i >= 0]
         if hits:
             cut = min(hits)
             speak, self._tool_text = self._pending[:cut], self._pending[cut:]
             self._pending = ""
             return speak
-        hold = max((k for m in TOOL_MARKERS for k in range(1, len(m)) if self._pending.endswith(m[:k])), default=0)
+        hold = max((k for m in self._markers for k in range(1, len(m)) if self._pending.endswith(m[:k])), default=0)
         speak, self._pending = (
             self._pending[: len(self._pending) - hold],
             self._pending[len(self._pending) - hold :],
@@ -303,6 +305,9 @@ class ToolCallParser:
         calls = [c for c in parse_tool_calls(self._tool_text) if c.name in self._tool_names]
         if calls:
             return "", calls
+        named = re.match(r"\s*(?:<|\{\{)\s*(\w+)", self._tool_text)
+        if named and named.group(1) in self._tool_names:  # "<get_time>get_time</get_time>": the call, as it can
+            return "", [ParsedCall(named.group(1), {})]
         # Not a call after all (code or a stray brace): speak it without markup.
         return re.sub(r"```\w*|</?tool_calls?>|</?tools>", "", self._tool_text).strip(), []
 

@@ -14,6 +14,7 @@ from livekit.agents import AgentSession, RunContext, ToolError, function_tool, l
 from livekit.agents.beta.tools import EndCallTool
 
 from agent.memory import MemoryStore
+from agent.settings import get_settings
 from agent.skills import calculator, clock, router, units
 from agent.skills.notes import NoteStore
 
@@ -88,14 +89,14 @@ def answers_forget_question(session: AgentSession, caller: CallContext, message:
 
 
 @function_tool
-async def get_time(context: RunContext, location: str) -> str:
+async def get_time(context: RunContext, location: str = "") -> str:
     """Get the current local time and date in a city or time zone.
 
     Args:
-        location: the city or IANA time zone name the person asked about
+        location: the city or IANA time zone name the person asked about; empty for here
     """
     try:
-        return clock.local_time(location)
+        return clock.local_time(location or get_settings().home_timezone)
     except clock.UnknownPlace as exc:
         raise ToolError(str(exc)) from exc
 

@@ -150,3 +150,16 @@ async def test_end_call_without_a_goodbye_does_not_hang_up():
         # The call goes on: the next request is answered.
         result = await session.run(user_input="What can you do?")
         assert result.expect.next_event().is_message(role="assistant").event().item.text_content
+
+
+async def test_time_here_when_the_llm_names_no_place(monkeypatch):
+    """The 1.5B at times calls get_time with no place ("<get_time>get_time</get_time>" for "What is the day
+    today?"): that is the time where the agent is (HOME_TIMEZONE)."""
+    monkeypatch.setattr(get_settings(), "home_timezone", "Asia/Tokyo")
+    scripted, session = session_for({"What is the day today?": ("get_time", {})})
+    async with scripted, session:
+        await session.start(Assistant())
+        result = await session.run(user_input="What is the day today?")
+        result.expect.next_event().is_function_call(name="get_time")
+        output = result.expect.next_event().is_function_call_output(is_error=False).event().item.output
+        assert output.endswith("in Tokyo.")

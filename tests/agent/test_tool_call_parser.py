@@ -37,6 +37,18 @@ def test_tool_call_written_as_text_becomes_a_call(text):
         assert run(chunks) == ("", [("get_time", {"location": "Tokyo"})])
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["The day today is <get_time>get_time</get_time>.", "The day today is {{get_time}}.", "It is {{ get_time }}"],
+)
+def test_a_tool_named_in_a_tag_or_braces_is_called_not_said(text):
+    """What the 1.5B wrote, three times in three calls, for "What is the day today?"."""
+    for chunks in ([text], split(text), split(text, 1)):
+        spoken, calls = run(chunks)
+        assert calls == [("get_time", {})] and "get_time" not in spoken
+        assert spoken.strip() in ("The day today is", "It is")
+
+
 def test_plain_answer_streams_unchanged_and_early():
     parser = ToolCallParser(TOOLS)
     assert parser.feed("Cats sleep ") == "Cats sleep "

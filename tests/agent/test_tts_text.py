@@ -61,3 +61,46 @@ async def test_plain_text_reaches_the_tts_as_it_is_written():
 async def test_markdown_is_still_not_spoken(reply, spoken):
     out = await as_written(llm_tokens(reply))
     assert "".join(p for p, _ in out).strip() == spoken
+
+
+def stripped(reply: str) -> str:
+    """What `Markup` lets through of a reply streamed token by token."""
+    from agent.tts_text import Markup
+
+    markup = Markup()
+    return ("".join(markup.feed(t) for t in llm_tokens(reply)) + markup.flush()).strip()
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        # What a small model wrote instead of calling a tool, or around a tool's name: never said.
+        ("The day today is <get_time>get_time</get_time>.", "The day today is ."),
+        ("The day today is {{get_time}}.", "The day today is ."),
+        ('Sure. {"name": "get_time", "arguments": {"location": "Paris"}}', "Sure."),
+        ("You can call `convert_units` for that.", "You can call  for that."),
+        ("I <b>can</b> help.", "I can help."),
+        # Text that only looks like markup is kept.
+        ("If 3 < 5 then yes.", "If 3 < 5 then yes."),
+        ("Octopuses have three hearts.", "Octopuses have three hearts."),
+    ],
+)
+def test_markup_and_tool_syntax_are_never_said(reply, said):
+    assert stripped(reply) == said
+
+
+async def test_markup_is_dropped_from_the_reply_itself_so_the_transcript_is_clean_too():
+    from livekit.agents import llm
+
+    from agent.tts_text import without_markup
+
+    async def reply():
+        yield "It is "
+        yield llm.ChatChunk(id="a", delta=llm.ChoiceDelta(role="assistant", content="<get_"))
+        yield llm.ChatChunk(id="a", delta=llm.ChoiceDelta(role="assistant", content="time> now."))
+        yield llm.ChatChunk(id="a", usage=llm.CompletionUsage(completion_tokens=3, prompt_tokens=1, total_tokens=4))
+
+    out = [c async for c in without_markup(reply())]
+    text = "".join(c if isinstance(c, str) else (c.delta.content or "") if c.delta else "" for c in out)
+    assert text == "It is  now."
+    assert any(isinstance(c, llm.ChatChunk) and c.usage for c in out)

@@ -44,7 +44,7 @@ from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 from agent import echo, group, memory, metrics, personas, phone, pipeline, playout, skills, tracing, waterfall
 from agent.providers.llama_llm import LlamaLLM
 from agent.settings import get_settings
-from agent.skills import router
+from agent.skills import intents, router
 from agent.tts_text import TTS_TEXT_TRANSFORMS, without_markup
 
 logger = logging.getLogger("agent")
@@ -160,6 +160,15 @@ class PersonaAgent(Agent):
                         waterfall.took(self.session, "fast")
                         yield skills.KEPT
                         return
+                if found is None and get_settings().intent_layer:
+                    understood = await asyncio.to_thread(
+                        intents.shared().understand, request, enabled, get_settings().home_timezone
+                    )
+                    if understood is not None and understood.decline:
+                        waterfall.took(self.session, "fast")
+                        yield understood.decline
+                        return
+                    found = understood.route if understood is not None else None
                 if found and found.tool in ANSWERED_AT_ONCE and (answer := await self._answer(found, tools)):
                     waterfall.took(self.session, "fast", found.tool)
                     yield answer

@@ -25,7 +25,7 @@ from livekit.plugins import openai, silero
 from agent import personas
 from agent.memory import MemoryStore
 from agent.settings import AgentSettings
-from agent.skills import UnknownSkill, check, units
+from agent.skills import UnknownSkill, check, intents, units
 from agent.skills.notes import NoteStore
 
 logger = logging.getLogger("agent.pipeline")
@@ -241,6 +241,8 @@ def load(s: AgentSettings, warm_agent: Agent | None = None) -> Shared:
     db = s.data_dir / "agent.db"
     shared = Shared(vad=build_vad(s), notes=NoteStore(db), memory=MemoryStore(db))
     units.registry()  # pint parses its unit definitions once (~1 s)
+    if s.skill_fast_path and s.intent_layer:
+        intents.shared()  # the intent layer's embedding model and its examples (~1 s)
     shared.turn_detector = build_turn_detector(s)
     build_stt(s, shared.vad)  # as sessions build it (a cloud STT's local fallback streams with the VAD)
     build_tts(s)

@@ -117,6 +117,9 @@ class AgentSettings(BaseSettings):
     # Serve requests a parser understands exactly (time somewhere, arithmetic, conversions, notes, goodbye)
     # without an LLM round trip; anything else goes to the LLM.
     skill_fast_path: bool = True
+    # On the fast path, also understand requests in other words (agent/skills/intents.py: sentence embeddings over
+    # example phrasings, then the slots read exactly), and decline what no skill does without an LLM round.
+    intent_layer: bool = True
     # The time zone of "what time is it?" asked without a place (an IANA name); default: TZ, else the system's.
     home_timezone: str = Field(default_factory=lambda: _system_timezone())
     # Where the agent keeps what outlives a call (notes): a SQLite file in this folder.

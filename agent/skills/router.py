@@ -96,7 +96,10 @@ def spoken_numbers(text: str) -> str:
             flush()
             out.append(word)
     flush()
-    return " ".join(out)
+    text = " ".join(out)
+    text = re.sub(r"\b(\d+) point ((?:\d )*\d)\b", lambda m: f"{m.group(1)}.{m.group(2).replace(' ', '')}", text)
+    text = re.sub(r"\b(\d+) and a half\b", lambda m: f"{m.group(1)}.5", text)
+    return re.sub(r"\b(?:a|one) half\b", "0.5", text)
 
 
 def _continues(previous: str, word: str) -> bool:

@@ -22,6 +22,10 @@ ALIASES = {
     "fl oz": "fluid_ounce",
     "fluid ounces": "fluid_ounce",
     "stone": "stone",
+    "kilo": "kilogram",
+    "kilos": "kilogram",
+    "lbs": "pound",
+    "klicks": "kilometer",
 }
 
 

@@ -5,7 +5,6 @@ syntax voiced, no announcement in place of the answer, no action claimed that wa
 from __future__ import annotations
 
 import ast
-import json
 import operator
 import re
 from dataclasses import dataclass, field
@@ -36,7 +35,8 @@ class Outcome:
 
 _SMALL = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
 SMALL = {w: n for n, w in enumerate([*_SMALL.split(), "seventeen", "eighteen", "nineteen"])}
-TENS = {w: 10 * n for n, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)}
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety"
+TENS = {w: 10 * n for n, w in enumerate(_TENS.split(), start=2)}
 SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 _WORD = "|".join(sorted([*SMALL, *TENS, *SCALES], key=len, reverse=True))
 _RUN = re.compile(rf"\b(?:a[\s-]+(?=(?:hundred|thousand|million)\b))?(?:{_WORD})(?:(?:[\s-]+and)?[\s-]+(?:{_WORD}))*\b")
@@ -71,8 +71,8 @@ def spoken_to_digits(text: str) -> str:
     text = text.lower().replace("\u2019", "'")
 
     def digits(match: re.Match) -> str:
-        words = re.split(r"[\s-]+", match.group(0).replace("a ", "one ", 1) if match.group(0).startswith("a") else match.group(0))
-        return " ".join(str(n) for n in _run_numbers([w for w in words if w]))
+        words = re.split(r"[\s-]+", match.group(0))
+        return " ".join(str(n) for n in _run_numbers(["one" if w == "a" else w for w in words]))
 
     text = _RUN.sub(digits, text)
     text = re.sub(r"\b(\d+) point ((?:\d\b ?)+)", lambda m: f"{m.group(1)}.{''.join(m.group(2).split())}", text)
@@ -148,7 +148,7 @@ def _minutes(zone: str, start: datetime, end: datetime, slack_min: int = 2) -> l
 _AMPM = r"\s*([ap])\.?\s?m\b\.?"
 _CLOCKS = [
     re.compile(rf"\b(\d{{1,2}}):(\d{{2}})\b(?:{_AMPM})?"),  # 15:05, 3:05 pm
-    re.compile(rf"\b(\d{{1,2}})(?: (\d{{2}}))?{_AMPM}"),  # 3 pm, 3 05 pm (from "three oh five pm")
+    re.compile(rf"(?<![:\d])\b(\d{{1,2}})(?: (\d{{2}}))?{_AMPM}"),  # 3 pm, 3 05 pm (from "three oh five pm")
     re.compile(r"\b(\d{1,2})()() o'?clock\b"),
 ]
 
@@ -190,10 +190,11 @@ def check_time(reply: str, zone: str, start: datetime, end: datetime) -> str | N
     return f"expected {minutes[len(minutes) // 2]:%H:%M} in {zone} (±2 min); said {heard}"
 
 
-ORDINALS = (
+_ORDINALS = (
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
     "fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
-).split()
+)
+ORDINALS = _ORDINALS.split()
 
 
 def _day_pattern(day: int) -> str:
@@ -230,7 +231,7 @@ def normal(text: str) -> str:
 
 def has_keys(text: str, keys: list[str]) -> bool:
     text = normal(text)
-    return all(re.search(rf"\b{re.escape(normal(str(key)))}", text) for key in keys)
+    return all(re.search(rf"\b{re.escape(normal(str(key)))}(?:e?s|'s)?\b", text) for key in keys)
 
 
 # ---- what every reply is checked for
@@ -241,27 +242,35 @@ MARKUP = re.compile(
     re.IGNORECASE,
 )
 STALL = re.compile(
-    r"\b(?:let me (?:check|see|look|find|get|pull|calculate|convert|read|think|work)|one moment|just a (?:moment|second|"
-    r"sec)|hold on|give me a (?:moment|second|sec)|(?:i'?ll|i will) (?:check|look|find|get|remind you|read|tell you|"
-    r"calculate|convert|pull|let you know|look into|work)|checking (?:that|now|for you)|looking (?:that|it) up)\b",
+    r"\b(?:let me (?:check|see|look|find|get|pull|calculate|convert|read)|one moment|just a (?:moment|second|sec)"
+    r"|hold on|give me a (?:moment|second|sec)|(?:i'?ll|i will) (?:check|look|find|get|remind you|read|tell you|"
+    r"calculate|convert|pull|let you know|look into)|checking (?:that|now|for you)|looking (?:that|it) up)\b",
     re.IGNORECASE,
 )
-_PERSON = r"\b(?:i'?ve|i have|i(?: just| now| also)?|i'?ll|i will|i'?m going to)\s+(?:(?:now|just|also|gone ahead and|go ahead and|make sure to)\s+)?"
+FILLER = re.compile(  # no answer on their own
+    r"^(?:(?:sure|sure thing|okay|ok|of course|alright|all right|certainly|absolutely|no problem|yes|yeah|great|"
+    r"got it|right|hmm|um|uh|well|so|happy to help|good question|you bet)\s*)+$",
+    re.IGNORECASE,
+)
+_PAST = r"\b(?:i'?ve|i have|i)\s+(?:(?:now|just|also|already|gone ahead and)\s+)?"
+_FUTURE = r"\b(?:i'?ll|i will|i'?m going to|let me)\s+(?:(?:now|just|also|go ahead and|make sure to)\s+)?"
 NOTE_CLAIM = re.compile(
-    _PERSON + r"(?:saved|save|noted|note|remembered|remember|stored|store|jotted|jot|written|write|added|add|"
-    r"made a note|make a note|kept|keep)\b|\b(?:it'?s|that'?s|note (?:has been|is)) (?:saved|noted)\b",
+    rf"{_PAST}(?:saved|noted|stored|jotted|written|wrote|added|made a note|taken note|took note)\b"
+    rf"|{_FUTURE}(?:save|note|remember|store|jot|write|add|make a note|keep|take note)\b"
+    r"|^(?:noted|saved)\b|\b(?:it'?s|that'?s|note (?:has been|is)) (?:saved|noted)\b",
     re.IGNORECASE,
 )
 DELETE_CLAIM = re.compile(
-    r"\b(?:i'?ve|i have|i)\s+(?:now\s+|just\s+)?(?:deleted|erased|cleared|wiped|removed|forgotten)\b"
+    rf"{_PAST}(?:deleted|erased|cleared|wiped|removed|forgotten)\b"
     r"|\b(?:notes?|they|everything) (?:has|have|are|is) (?:been )?(?:deleted|erased|cleared|wiped|removed)\b",
     re.IGNORECASE,
 )
 ACTION_CLAIM = re.compile(  # what no tool of the agent can do
-    _PERSON + r"(?:booked|book|sent|send|ordered|order|reserved|reserve|scheduled|schedule|called|call|texted|text|"
-    r"emailed|email|placed|place|bought|buy|played|play|turned|turn|transferred|transfer|set|remind|reminded|"
-    r"put|added it to|add it to|paid|pay|checked your|check your)\b(?! you (?:can|could))"
-    r"|\b(?:it'?s|that'?s|has been|have been) (?:booked|sent|ordered|reserved|scheduled|set|done)\b",
+    rf"{_PAST}(?:booked|sent|ordered|reserved|scheduled|called|texted|emailed|placed|bought|played|turned|"
+    r"transferred|set|reminded|paid)\b"
+    rf"|{_FUTURE}(?:book|send|order|reserve|schedule|call|text|email|place|buy|play|turn|transfer|set|pay|"
+    r"remind(?! you (?:of|what)))\b"
+    r"|\b(?:it'?s|that'?s|has been|have been) (?:booked|sent|ordered|reserved|scheduled)\b",
     re.IGNORECASE,
 )
 CANT = re.compile(
@@ -271,7 +280,16 @@ CANT = re.compile(
     r"no way to|not (?:currently )?(?:able|possible)|i'?m not able|afraid i)\b",
     re.IGNORECASE,
 )
-CONFIRM = re.compile(r"\?|\b(?:sure|confirm|yes|really|want me to|shall i|should i|do you want|are you)\b", re.IGNORECASE)
+CONFIRM = re.compile(r"\?|\b(?:sure|confirm|yes|really|want me to|shall i|should i|do you want|are you)\b", re.I)
+
+
+def non_answer(reply: str) -> str | None:
+    """An announcement and nothing else: every clause announces ("let me check") or is a filler ("Sure")."""
+    clauses = [c.strip() for c in re.split(r"[.,!?;:]+", reply.replace("\u2019", "'")) if c.strip()]
+    stalls = [c for c in clauses if STALL.search(c)]
+    if stalls and all(c in stalls or FILLER.match(c) for c in clauses):
+        return f"announces instead of answering ({stalls[0]!r})"
+    return None
 
 
 def markup(reply: str) -> str | None:
@@ -371,12 +389,9 @@ def judge(checks: list[dict] | tuple[dict, ...], out: Outcome, ends_call: bool =
     reply = out.reply.strip()
     for check in checks:
         verdict.add(*content(check, out))
-    content_failed = bool(verdict.failed)
     verdict.add("answered", None if reply else "no answer")
     verdict.add("markup", markup(reply))
-    short = len(reply.split()) <= 12
-    stalled = STALL.search(reply) and (content_failed or (not checks and short))
-    verdict.add("non_answer", f"announces instead of answering ({STALL.search(reply).group(0)!r})" if stalled else None)
+    verdict.add("non_answer", non_answer(reply))
     verdict.add("claimed", claimed_not_done(reply, out))
     verdict.add("ended_unasked", "the agent ended the call" if out.ended and not ends_call else None)
     verdict.add("deleted", f"{out.notes_removed} notes deleted without a yes" if out.notes_removed else None)
@@ -386,11 +401,6 @@ def judge(checks: list[dict] | tuple[dict, ...], out: Outcome, ends_call: bool =
 def path_of(records: list[dict]) -> tuple[str, list[str] | None]:
     """A turn's path and tools from its waterfall records ('?' and None when the agent does not report them)."""
     paths = [r["path"] for r in records if "path" in r]
-    tools = [t for r in records for t in (r.get("tools") or []) if isinstance(r.get("tools"), list)]
-    known = any(isinstance(r.get("tools"), list) for r in records)
+    known = [r["tools"] for r in records if isinstance(r.get("tools"), list)]
     path = next((p for p in ("llm_tool", "llm", "fast") if p in paths), paths[-1] if paths else "?")
-    return path, (sorted(set(tools)) if known else None)
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, default=str)
+    return path, (sorted({t for tools in known for t in tools}) if known else None)

@@ -40,7 +40,7 @@ NOTE_POOL = (
     {"text": "Return the library books by Friday.", "keys": ["library", "friday"]},
 )
 MEMORY_POOL = (
-    [("user", "What's a good recipe for banana bread?"), ("assistant", "Mash three ripe bananas with butter and sugar.")],
+    [("user", "What's a good recipe for banana bread?"), ("assistant", "Mash three ripe bananas with butter.")],
     [("user", "How far away is the moon?"), ("assistant", "About 384 thousand kilometers.")],
     [("user", "Can you suggest a name for my goldfish?"), ("assistant", "How about Bubbles?")],
     [("user", "What's a good stretch for a sore back?"), ("assistant", "Try a gentle child's pose.")],

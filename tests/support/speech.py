@@ -30,12 +30,13 @@ def read_wav(path: Path) -> np.ndarray:
     return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out])
 
 
-def speak(text: str, *, speed: int = 150) -> np.ndarray:
+def speak(text: str, *, speed: int = 150, voice: str = "en-us") -> np.ndarray:
+    """espeak-ng's `voice` (a language, with an optional variant: "en-us+f3") at `speed` words per minute."""
     if shutil.which("espeak-ng") is None:
         raise RuntimeError("espeak-ng is missing: run `bash scripts/setup --test` (it installs it)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True)
         return read_wav(path)
 
 

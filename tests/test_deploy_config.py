@@ -31,7 +31,7 @@ def env_names(settings_cls) -> set[str]:
 
 
 def test_services_and_livekit_image():
-    assert set(SERVICES) == {"redis", "livekit", "sip", "agent", "token-server", "prometheus", "grafana"}
+    assert set(SERVICES) == {"redis", "livekit", "sip", "agent", "redispatch", "token-server", "prometheus", "grafana"}
     setup = (REPO / "scripts" / "setup").read_text()
     version = re.search(r"LIVEKIT_VERSION=([\d.]+)", setup).group(1)
     assert SERVICES["livekit"]["image"] == f"livekit/livekit-server:v{version}"

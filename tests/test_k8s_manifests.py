@@ -126,6 +126,24 @@ def test_images_and_commands_match_docker_compose():
     assert container("agent")["image"] == container("token-server")["image"]
     assert container("agent")["command"] == COMPOSE["agent"]["command"]
     assert container("token-server")["command"] == COMPOSE["token-server"]["command"]
+    assert container("redispatch")["image"] == container("agent")["image"]
+    assert (
+        container("redispatch")["command"]
+        == COMPOSE["redispatch"]["command"]
+        == ["python", "-m", "stack", "redispatch"]
+    )
+
+
+def test_the_watcher_reaches_the_same_server_as_the_workers_with_the_same_keys():
+    """One watcher (a second would only dispatch twice), with the agent's LIVEKIT_URL, AGENT_NAME and API keys."""
+    watcher = find("Deployment", "redispatch")
+    assert watcher["spec"]["replicas"] == 1
+    env = {item["name"]: item["valueFrom"] for item in container("redispatch")["env"]}
+    assert env["LIVEKIT_URL"]["configMapKeyRef"] == {"name": "agent-config", "key": "LIVEKIT_URL"}
+    assert env["AGENT_NAME"]["configMapKeyRef"] == {"name": "agent-config", "key": "AGENT_NAME"}
+    agent = {item["name"]: item.get("valueFrom") for item in container("agent")["env"]}
+    for key in ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        assert env[key] == agent[key]
 
 
 SERVICES = [("agent", AgentSettings), ("token-server", TokenServerSettings)]

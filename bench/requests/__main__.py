@@ -23,7 +23,8 @@ heard out), new and returning callers in turn (a returning caller has notes and 
 store, written before the call); `warm` asks them inside longer calls (9 requests per call, goodbyes last).
 
 Run: `uv run python -m bench.requests` (both halves, first mode: about 15 s a request on 2 cores). Options:
-`--half tuning|held-out|both`, `--mode first|warm|both`, `--limit N` (the first N of each half), `--set KEY=VALUE`
+`--half tuning|held-out|both`, `--mode first|warm|both`, `--limit N` (the first N of each half), `--only ID,...`,
+`--set KEY=VALUE`
 (agent settings, e.g. `--set SKILL_FAST_PATH=false`), `--json FILE`. Failures are listed in full for the tuning
 half only; the held-out half's are counted by category, never quoted.
 """
@@ -437,6 +438,7 @@ def main() -> int:
     parser.add_argument("--half", choices=("tuning", "held-out", "both"), default="both")
     parser.add_argument("--mode", choices=("first", "warm", "both"), default="first")
     parser.add_argument("--limit", type=int, help="only the first N requests of each half")
+    parser.add_argument("--only", help="only these request ids (comma-separated)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent setting (env)")
     parser.add_argument("--json", type=Path, help="write the turns here (the held-out half's without their words)")
     args = parser.parse_args()
@@ -446,7 +448,9 @@ def main() -> int:
         env[key.upper()] = value
     home = env.get("HOME_TIMEZONE") or AgentSettings().home_timezone
     halves = list(HALVES) if args.half == "both" else [args.half]
-    selected = {half: load(half)[: args.limit] for half in halves}
+    only = set(args.only.split(",")) if args.only else None
+    selected = {half: [r for r in load(half) if only is None or r.id in only][: args.limit] for half in halves}
+    selected = {half: requests for half, requests in selected.items() if requests}
     print("settings:", " ".join(f"{k}={v}" for k, v in env.items() if k != "DATA_DIR"), f"(home time zone {home})")
     requests = [r for rs in selected.values() for r in rs]
     print(f"voicing {len(requests)} requests ...", flush=True)

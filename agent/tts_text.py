@@ -22,6 +22,7 @@ from livekit.agents.voice.transcription.filters import filter_markdown
 CLOSERS = {"<": ">", "{": "}"}
 IDENTIFIER = re.compile(r"\w*_\w*")  # get_time, convert_units: names, not words
 TRAILING_WORD = re.compile(r"\w+$")
+TAG_MAX = 64  # characters a tag may run to its ">"
 HELD_MAX = 2000  # characters of an unclosed tag or brace held before they are dropped
 
 
@@ -44,6 +45,10 @@ class Markup:
                 out.append(ch)
             elif ch in CLOSERS:
                 end = _closing(text, i)
+                if end is None and ch == "<" and len(text) - i > TAG_MAX:
+                    out.append(text[i + 1 : i + TAG_MAX])  # no tag closes this far on: it was text ("a <b and c")
+                    i += TAG_MAX
+                    continue
                 if end is None:
                     self._held = text[i:] if len(text) - i < HELD_MAX else ""
                     break

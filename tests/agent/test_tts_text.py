@@ -82,6 +82,10 @@ def stripped(reply: str) -> str:
         ("I <b>can</b> help.", "I can help."),
         # Text that only looks like markup is kept.
         ("If 3 < 5 then yes.", "If 3 < 5 then yes."),
+        (
+            "Keep x <y and z apart, " + "then go on " * 8 + "to the end.",
+            "Keep x y and z apart, " + "then go on " * 8 + "to the end.",
+        ),
         ("Octopuses have three hearts.", "Octopuses have three hearts."),
     ],
 )

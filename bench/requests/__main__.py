@@ -22,11 +22,11 @@ Modes: `first` (default) makes each request the first turn of a new call (a new 
 heard out), new and returning callers in turn (a returning caller has notes and an earlier call in the agent's
 store, written before the call); `warm` asks them inside longer calls (9 requests per call, goodbyes last).
 
-Run: `uv run python -m bench.requests` (both halves, first mode: about 15 s a request on 2 cores). Options:
-`--half tuning|held-out|both`, `--mode first|warm|both`, `--limit N` (the first N of each half), `--only ID,...`,
-`--set KEY=VALUE`
-(agent settings, e.g. `--set SKILL_FAST_PATH=false`), `--json FILE`. Failures are listed in full for the tuning
-half only; the held-out half's are counted by category, never quoted.
+Run: `uv run python -m bench.requests` (both halves, first mode; 2 cores: about 12 s a call answered by the fast
+path, 20-40 s one answered by the local LLM, so an hour or more). Options: `--half tuning|held-out|both`,
+`--mode first|warm|both`, `--limit N` (the first N of each half), `--only ID,...`, `--set KEY=VALUE` (agent
+settings, e.g. `--set SKILL_FAST_PATH=false`), `--json FILE`. Failures are listed in full for the tuning half only;
+the held-out half's are counted by category, never quoted (nor written to the JSON file).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ class Bench:
             await client.join(room_name=f"bench-{identity}")
             greeted = lambda: client.agent_identity is not None and client.texts(client.agent_identity)  # noqa: E731
             await client.wait_for(greeted, GREETING_S, "the greeting")
-            await client.quiet(QUIET_S, timeout=GREETING_S)
+            await client.quiet(0.5, timeout=GREETING_S)
         except Exception as exc:  # no agent, no greeting: each request of the call is unanswered
             for request in requests:
                 turns.append(self.turn_of(half, mode, request, returning))

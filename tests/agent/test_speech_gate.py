@@ -76,9 +76,9 @@ class SpyModel:
             is_multilingual=real.model.is_multilingual, encode=self._encode, generate=self._generate
         )
 
-    def feature_extractor(self, audio: np.ndarray) -> np.ndarray:
+    def feature_extractor(self, audio: np.ndarray, padding: int = 160) -> np.ndarray:
         self.calls += 1
-        return np.zeros((80, audio.size // 160 + 1), dtype=np.float32)
+        return np.zeros((80, (audio.size + padding) // 160), dtype=np.float32)
 
     def _encode(self, features):
         self.calls += 1

@@ -67,7 +67,7 @@ def _run_numbers(words: list[str]) -> list[int]:
 
 
 def spoken_to_digits(text: str) -> str:
-    """Number words as digits, the rest as it was: 'twelve point five' -> '12.5', 'minus forty' -> '-40'."""
+    """Number words as digits, the rest as it was: 'two point seven five' -> '2.75', 'minus twelve' -> '-12'."""
     text = text.lower().replace("\u2019", "'")
 
     def digits(match: re.Match) -> str:
@@ -92,7 +92,7 @@ _OPS |= {ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
 
 
 def arithmetic(expression: str) -> float:
-    """The value of a request's own arithmetic ('12*14', '1764**0.5'): numbers and + - * / ** only."""
+    """The value of a request's own arithmetic ('(3+4)*2', '2**0.5'): numbers and + - * / ** only."""
 
     def value(node: ast.AST) -> float:
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float):

@@ -68,22 +68,23 @@ def test_calls_cover_each_request_once_and_notes_go_to_returning_callers():
 
 
 def test_time_check_accepts_the_time_there_and_rejects_another_hour():
-    now = datetime(2024, 3, 5, 14, 5, tzinfo=UTC)  # 23:05 in Tokyo
-    for reply in ("It is 23:05 on Tuesday in Tokyo.", "It's 11:05 PM.", "It is 11:06 p.m.", "eleven oh five PM"):
-        assert checks.check_time(reply, "Asia/Tokyo", now, now) is None, reply
-    for reply in ("It is 22:05 in Tokyo.", "It's 11:05 AM.", "It is 23:15.", "I don't know."):
-        assert checks.check_time(reply, "Asia/Tokyo", now, now) is not None, reply
+    now = datetime(2024, 3, 5, 14, 5, tzinfo=UTC)  # 19:50 in Kathmandu
+    for reply in ("It is 19:50 on Tuesday in Kathmandu.", "It's 7:50 PM.", "It is 7:51 p.m.", "seven fifty PM"):
+        assert checks.check_time(reply, "Asia/Kathmandu", now, now) is None, reply
+    for reply in ("It is 18:50 in Kathmandu.", "It's 7:50 AM.", "It is 19:05.", "I don't know."):
+        assert checks.check_time(reply, "Asia/Kathmandu", now, now) is not None, reply
     later = now + timedelta(seconds=40)
-    assert checks.check_time("It is 9:07 AM in New York.", "America/New_York", now, later) is None
+    assert checks.check_time("It is 3:07 PM in Vienna.", "Europe/Vienna", now, later) is None
 
 
 def test_date_check_wants_the_day_there():
-    now = datetime(2024, 3, 5, 20, 0, tzinfo=UTC)  # already Wednesday the 6th in Tokyo
-    assert checks.check_date("Today is Wednesday, March 6.", "Asia/Tokyo", now, now, "date") is None
-    assert checks.check_date("It is the sixth of March.", "Asia/Tokyo", now, now, "date") is None
-    assert checks.check_date("Today is March 5.", "Asia/Tokyo", now, now, "date") is not None
-    assert checks.check_date("It's Wednesday.", "Asia/Tokyo", now, now, "weekday") is None
-    assert checks.check_date("It's Tuesday.", "Asia/Tokyo", now, now, "weekday") is not None
+    now = datetime(2024, 3, 5, 20, 0, tzinfo=UTC)  # already Wednesday the 6th in Kathmandu
+    zone = "Asia/Kathmandu"
+    assert checks.check_date("Today is Wednesday, March 6.", zone, now, now, "date") is None
+    assert checks.check_date("It is the sixth of March.", zone, now, now, "date") is None
+    assert checks.check_date("Today is March 5.", zone, now, now, "date") is not None
+    assert checks.check_date("It's Wednesday.", zone, now, now, "weekday") is None
+    assert checks.check_date("It's Tuesday.", zone, now, now, "weekday") is not None
 
 
 @pytest.mark.parametrize(
@@ -92,12 +93,12 @@ def test_date_check_wants_the_day_there():
         ("12 times 14 is 168.", "12*14", True),
         ("That's one hundred and sixty-eight.", "12*14", True),
         ("It comes to 170.", "12*14", False),
-        ("100 divided by 8 is twelve point five.", "100/8", True),
-        ("About 12.5", "100/8", True),
-        ("It's 13.", "100/8", False),
+        ("7 divided by 4 is one point seven five.", "7/4", True),
+        ("About 1.75", "7/4", True),
+        ("It's 2.", "7/4", False),
         ("The answer is 4,561.", "4561", True),
-        ("Minus forty.", "-40", True),
-        ("Forty.", "-40", False),
+        ("Minus twelve.", "-12", True),
+        ("Twelve.", "-12", False),
         ("One third is about 0.33", "1/3", True),
     ],
 )
@@ -129,7 +130,7 @@ def test_markup_is_caught(reply):
     assert checks.markup(reply) is not None
 
 
-@pytest.mark.parametrize("reply", ["It is 3:05 PM in Tokyo.", "Twelve times four is 48.", "You're welcome!"])
+@pytest.mark.parametrize("reply", ["It is 3:05 PM in Vienna.", "Twelve times four is 48.", "You're welcome!"])
 def test_plain_speech_is_not_markup(reply):
     assert checks.markup(reply) is None
 
@@ -142,7 +143,7 @@ def outcome(reply: str, **kwargs) -> checks.Outcome:
 def test_non_answers_and_unkept_claims():
     assert checks.non_answer("Sure, I'll remind you of the notes.") is not None
     assert checks.non_answer("Let me check.") is not None
-    assert checks.non_answer("Let me check: it is 3:05 PM in Tokyo.") is None
+    assert checks.non_answer("Let me check: it is 3:05 PM in Vienna.") is None
     assert checks.claimed_not_done("Okay, I've saved that note.", outcome("")) is not None
     assert checks.claimed_not_done("Okay, I've saved that note.", outcome("", notes_added=["x"])) is None
     assert checks.claimed_not_done("Done, I've booked your table.", outcome("")) is not None
@@ -157,9 +158,9 @@ def test_judge_runs_the_request_checks_and_the_universal_ones():
     assert set(wrong.failed) == {"recall", "non_answer"}
     saved = checks.judge([{"saved": ["locker", "27"]}], outcome("Noted.", notes_added=["my locker number is 27"]))
     assert saved.right
-    declined = checks.judge([{"decline": True}], outcome("Sorry, I can't order taxis.", tools=[]))
+    declined = checks.judge([{"decline": True}], outcome("Sorry, I can't book a massage.", tools=[]))
     assert declined.right
-    booked = checks.judge([{"decline": True}], outcome("I've ordered your taxi.", tools=[]))
+    booked = checks.judge([{"decline": True}], outcome("I've booked your massage.", tools=[]))
     assert {"decline", "claimed"} <= set(booked.failed)
     tooled = checks.judge([{"no_tool": True}], outcome("Au revoir!", tools=["end_call"], ended=True))
     assert {"no_tool", "ended_unasked"} <= set(tooled.failed)

@@ -19,9 +19,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from livekit.agents import llm
 from livekit.agents.voice.transcription.filters import filter_markdown
 
+from agent.skills import calculator
+
 CLOSERS = {"<": ">", "{": "}"}
 IDENTIFIER = re.compile(r"\w*_\w*")  # get_time, convert_units: names, not words
-TRAILING_WORD = re.compile(r"\w+$")
+_OPERAND = r"\d[\d.,]*\)?\s*[*×÷=+/^-]\s*\(?"
+TRAILING_WORD = re.compile(rf"(?:{_OPERAND})*(?:[\w.,]*\w|\d+\.|{_OPERAND})$")  # "11." may go on: "11.666666"
 TAG_MAX = 64  # characters a tag may run to its ">"
 HELD_MAX = 2000  # characters of an unclosed tag or brace held before they are dropped
 
@@ -58,12 +61,35 @@ class Markup:
             i += 1
         said = "".join(out)
         if not self._held and (word := TRAILING_WORD.search(said)):
-            said, self._held = said[: word.start()], word.group()  # it may go on as an identifier: get_ + time
-        return IDENTIFIER.sub("", said)
+            # A word may go on as an identifier (get_ + time), a number as a long decimal or an arithmetic expression.
+            said, self._held = said[: word.start()], word.group()
+        return spoken(said)
 
     def flush(self) -> str:
         held, self._held = self._held, ""
-        return IDENTIFIER.sub("", held) if held == "<" or TRAILING_WORD.fullmatch(held) else ""
+        return spoken(held) if held == "<" or TRAILING_WORD.fullmatch(held) else ""
+
+
+# Arithmetic as a person says it: "3 * 4 = 12" was read "3 4 12", "11.666666666666666" digit by digit.
+SAID_AS = [
+    (re.compile(r"(?<=[\d)])\s*[*×]\s*(?=[\d(])"), " times "),
+    (re.compile(r"(?<=[\d)])\s*÷\s*(?=[\d(])|(?<=[\d)])\s+/\s+(?=[\d(])"), " divided by "),
+    (re.compile(r"(?<=[\d)])\s*\+\s*(?=[\d(])"), " plus "),
+    (re.compile(r"(?<=[\d)])\s+-\s+(?=[\d(])"), " minus "),
+    (re.compile(r"(?<=\d)\s*\^\s*(?=\d)"), " to the power of "),
+    (re.compile(r"(?<=[\d)])\s*=\s*"), " equals "),
+    (re.compile(r"\*+|#+"), ""),  # emphasis and headings: the TTS's markdown filter drops them, the transcript too
+]
+LONG_DECIMAL = re.compile(r"(?<![\d.])\d+\.\d{5,}(?![\d.])")
+
+
+def spoken(text: str) -> str:
+    text = IDENTIFIER.sub("", text)
+    if not re.search(r"[\d*#]", text):
+        return text
+    for pattern, words in SAID_AS:
+        text = pattern.sub(words, text)
+    return LONG_DECIMAL.sub(lambda m: calculator.spoken_number(float(m.group())), text)
 
 
 def _closing(text: str, start: int) -> int | None:

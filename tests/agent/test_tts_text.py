@@ -80,6 +80,14 @@ def stripped(reply: str) -> str:
         ('Sure. {"name": "get_time", "arguments": {"location": "Paris"}}', "Sure."),
         ("You can call `convert_units` for that.", "You can call  for that."),
         ("I <b>can</b> help.", "I can help."),
+        # Arithmetic and numbers as a person says them.
+        ("12 * 4 = 48.", "12 times 4 equals 48."),
+        ("So 35 / 3 is 11.666666666666666 each.", "So 35 divided by 3 is about 11.67 each."),
+        ("That is **very** easy: 2 + 2 - 1 = 3.", "That is very easy: 2 plus 2 minus 1 equals 3."),
+        (
+            "Speeds in km/h, dates like 3/4, and 5-10 people stay.",
+            "Speeds in km/h, dates like 3/4, and 5-10 people stay.",
+        ),
         # Text that only looks like markup is kept.
         ("If 3 < 5 then yes.", "If 3 < 5 then yes."),
         (

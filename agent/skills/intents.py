@@ -204,6 +204,9 @@ NOT_NOW = re.compile(
     r"|zone|(?:open|close|start|end|begin|finish|leave|arrive|land|depart|wake|sleep|eat|meet)s?)\b"
 )
 TIME_WORDS = re.compile(r"\b(?:time|date|day|today|month|year|weekday|clock|hour)\b")
+TWO_REQUESTS = re.compile(
+    r"\b(?:and|also|then|plus)(?: also)?,? (?:what|what's|whats|how|tell me|can you|could you|convert|calculate)\b"
+)
 ABOUT_WORDS = re.compile(r"\b(?:mean|means|meaning|define|definition|spell|spelled|pronounce|synonym)\b")
 LEAD_IN = re.compile(
     r"^(?:(?:um+|uh+|so|okay|ok|hey|well|oh|and|alright|right)[,.]?\s+)*"
@@ -280,8 +283,8 @@ class Intents:
         text = _words(utterance)
         if not text or len(text) > 200:
             return None
-        if ABOUT_WORDS.search(text):
-            return None  # "What does the phrase 'note to self' mean?": a question about words, for the LLM
+        if ABOUT_WORDS.search(text) or TWO_REQUESTS.search(text):
+            return None  # a question about words ("what does 'note to self' mean?"), or two requests: for the LLM
         # "Um, I want you to remember that ...": the router's strict note check, on the request without its lead-in.
         if "save_note" in enabled and (note := router.note_to_save(LEAD_IN.sub("", utterance.strip()))):
             return Understood("save_note", 1.0, route=Route("save_note", {"text": note}))

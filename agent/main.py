@@ -184,7 +184,7 @@ class PersonaAgent(Agent):
                 # The tool's own sentence is the answer (or its apology); an end_call that found no goodbye in the
                 # person's words leaves the answer to the LLM (which is not shown the routed call).
                 tool = self._routed.pop(last.call_id)
-                if tool != "end_call" or last.output != skills.CALL_GOES_ON:
+                if last.output not in skills.FOR_THE_LLM:
                     yield GOODBYE if tool == "end_call" else last.output
                     return
         if answer := spoken_result(chat_ctx):
@@ -389,17 +389,17 @@ def _leak_debug() -> None:  # TEMPORARY diagnostic (VOICE_AGENT_LEAK_DEBUG=N: ev
     if _leak_state["jobs"] % every:
         return
     gc.collect()
-    counts = collections.Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.get_objects())
+    counts = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
     last = _leak_state["last"] or collections.Counter()
     grown = sorted(((n - last.get(k, 0), k, n) for k, n in counts.items()), reverse=True)[:25]
     keys = ("AgentSession", "JobContext", "Room", "PersonaAgent", "RoomIO", "TurnClock", "ndarray", "Task")
     watched = {k: sum(n for t, n in counts.items() if t.endswith("." + k)) for k in keys}
     logger.warning(
-        "LEAKDEBUG jobs=%d objects=%d clocks=%d threads=%d watched=%s grown=%s",
+        "LEAKDEBUG jobs=%d objects=%d clocks=%d threads=%s watched=%s grown=%s",
         _leak_state["jobs"],
         sum(counts.values()),
         len(waterfall._clocks),
-        __import__("threading").active_count(),
+        sorted(collections.Counter(t.name.rstrip("0123456789_") for t in __import__("threading").enumerate()).items()),
         watched,
         [(d, k, n) for d, k, n in grown],
     )

@@ -106,8 +106,14 @@ class TurnClock:
 def attach(session: AgentSession, room: rtc.Room | None = None) -> TurnClock:
     """Starts timing every turn of `session`; with a room, each record is also sent to it."""
     tasks: set[asyncio.Task] = set()
+    # The clock lives in `_clocks`, whose key (the session) is weak but whose value is not: nothing the clock holds
+    # may lead back to the session, or the entry is never dropped and each call stays in memory for good (~9 MB a
+    # call in bench.soak). A job's room does lead back (its JobContext listens to it and holds the session), so the
+    # clock keeps the room by a weak reference only.
+    room_ref = weakref.ref(room) if room is not None else None
 
     def publish(record: dict) -> None:
+        room = room_ref() if room_ref is not None else None
         if room is None or not room.isconnected():
             return
         task = asyncio.ensure_future(room.local_participant.send_text(json.dumps(record), topic=TOPIC))

@@ -164,6 +164,7 @@ async def recall_notes(context: RunContext, topic: str = "") -> str:
 
 
 KEPT = "Okay, I haven't deleted anything."
+NOTHING_ASKED = "The person did not ask to delete anything, and nothing was deleted: answer what they said."
 
 
 @function_tool
@@ -193,7 +194,7 @@ async def forget_notes(context: RunContext) -> str:
     if answered and router.is_no(text):
         return KEPT
     if router.declines(text):
-        return "The person did not ask to delete anything, and nothing was deleted: answer what they said."
+        return NOTHING_ASKED
     count = caller.notes.count(caller.identity)
     remembers = caller.memory is not None and bool(caller.memory.recent(caller.identity, 1))
     if count == 0 and not remembers:
@@ -207,6 +208,7 @@ async def forget_notes(context: RunContext) -> str:
 
 # The tool's answer when the person did not end the call: the LLM carries on (an error would make it apologise).
 CALL_GOES_ON = "The person did not ask to end the call, so the call goes on: answer what they said."
+FOR_THE_LLM = {CALL_GOES_ON, NOTHING_ASKED}  # tool results that tell the LLM what to do: never said as they are
 
 
 class EndCall(EndCallTool):

@@ -105,5 +105,5 @@ def spoken_number(value: float | int) -> str:
     if value != 0 and not 1e-4 <= abs(value) < 1e15:
         mantissa, exponent = f"{value:.3e}".split("e")
         return f"about {float(mantissa):g} times ten to the power of {int(exponent)}"
-    short = f"{value:.4g}" if abs(value) < 10 else f"{round(value, 2):,}"
+    short = f"{value:.4g}" if abs(value) < 10 else f"{value:,.2f}".rstrip("0").rstrip(".")
     return short if math.isclose(float(short.replace(",", "")), value, rel_tol=1e-12) else f"about {short}"

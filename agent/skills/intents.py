@@ -6,8 +6,9 @@ time to visit Japan?"). The nearest example decides, when it is near enough and 
 another intent; then the intent's slots are read deterministically (a known place, an arithmetic expression that
 evaluates, an amount with two units that convert). A request that is not understood both ways goes to the LLM.
 
-It only reads (the clock, arithmetic, units, notes) or declines what no skill does: saving, deleting notes and hanging
-up stay with the router's strict whole-utterance checks (agent/skills/router.py) and the LLM.
+It reads (the clock, arithmetic, units, notes), declines what no skill does, and asks before deleting notes (the
+`forget_notes` tool deletes nothing until the person's next words are a yes). Saving a note needs the router's strict
+check, after a lead-in such as "um, I want you to"; hanging up stays with the router and the LLM.
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ EXAMPLES: dict[str, list[str]] = {
         "can you tell me what's in my notes",
         "what was that thing i asked you to remember",
         "go over my notes with me",
+    ],
+    "forget_notes": [
+        "delete my notes",
+        "could you erase everything i asked you to remember",
+        "wipe my saved notes",
+        "forget everything i told you",
+        "clear out my notes please",
     ],
     "decline:book": [
         "book a table for two at seven",
@@ -316,9 +324,19 @@ class Intents:
 
 
 def _words(utterance: str) -> str:
+    """Lower case, without punctuation, fillers ("um": a micrometre to the unit parser) or glued units ("500g")."""
     text = utterance.lower().replace("\u2019", "'")
     text = re.sub(r"[^a-z0-9'%.+\-*/^ ]+", " ", text)
+    text = re.sub(r"\b(?:um+|uh+|er+m?|hmm+|ah+)\b", " ", text)
+    text = re.sub(
+        r"\b(\d+(?:\.\d+)?)([a-z]{1,3})\b",
+        lambda m: m.group() if m.group(2) in ORDINALS else f"{m.group(1)} {m.group(2)}",
+        text,
+    )
     return re.sub(r"\s+", " ", text).strip(" .")
+
+
+ORDINALS = {"st", "nd", "rd", "th", "s"}
 
 
 def _time_slots(text: str, home: str) -> dict | None:
@@ -425,8 +443,23 @@ def _converts(value: float, source: str, target: str) -> bool:
     return units.unit(source) != units.unit(target)
 
 
+DELETING = re.compile(r"\b(?:erase|delete|forget|clear|wipe|remove|scrap|get rid)\b")
+
+
 def _recall_slots(text: str, home: str) -> dict | None:
-    return {"topic": ""}
+    return None if DELETING.search(text) else {"topic": ""}
+
+
+def _forget_slots(text: str, home: str) -> dict | None:
+    """Only asks: the tool deletes nothing until the person's next words are a yes (agent/skills/__init__.py)."""
+    if not (DELETING.search(text) and re.search(r"\bnotes?\b|\bremember", text)) or SELF_QUESTION.match(text):
+        return None  # "should I clear my notes?" asks for advice
+    return None if router.declines(text) else {}
+
+
+SELF_QUESTION = re.compile(
+    r"(?:should|shall|do|does|did|can|may|must|would|will) (?:i|we)\b|what if\b|how (?:do|can)\b"
+)
 
 
 SLOTS = {
@@ -434,6 +467,7 @@ SLOTS = {
     "calculate": _calculate_slots,
     "convert_units": _convert_slots,
     "recall_notes": _recall_slots,
+    "forget_notes": _forget_slots,
 }
 
 

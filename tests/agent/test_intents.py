@@ -30,6 +30,11 @@ def intents() -> Intents:
         ("Hmm, what's 180 centimetres in feet?", "convert_units",
          {"value": 180, "from_unit": "centimetres", "to_unit": "feet"}),
         ("Could you go through the notes I saved?", "recall_notes", {"topic": ""}),
+        # Only asks: the tool deletes nothing until the next words are a yes.
+        ("Could you wipe out all the notes you kept for me?", "forget_notes", {}),
+        ("Um, what's two and a half feet in centimetres?", "convert_units",
+         {"value": 2.5, "from_unit": "feet", "to_unit": "centimetres"}),  # "um" is no micrometre
+        ("What is 500g in ounces?", "convert_units", {"value": 500, "from_unit": "g", "to_unit": "ounces"}),
     ],
 )  # fmt: skip
 def test_requests_in_other_words_become_the_right_call(intents, said, tool, arguments):
@@ -49,6 +54,8 @@ def test_requests_in_other_words_become_the_right_call(intents, said, tool, argu
         "Why do we have leap years?",
         "Can you remember things I tell you?",  # about notes, not a request to read them
         "What does the word 'memo' mean?",
+        "Should I clear my notes before the trip?",  # advice, not a request
+        "Don't delete my notes.",
     ],
 )
 def test_look_alikes_and_unsure_requests_go_to_the_llm(intents, said):

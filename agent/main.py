@@ -149,7 +149,11 @@ class PersonaAgent(Agent):
             if last.type == "message" and last.role == "user":
                 request = self.request_of(last.text_content or "")
                 enabled = {tool.id for tool in tools}
-                found = router.route(request, enabled, get_settings().home_timezone)
+                found = (
+                    None
+                    if intents.two_requests(request)
+                    else router.route(request, enabled, get_settings().home_timezone)
+                )
                 caller = skills.caller_of(self.session)
                 if "forget_notes" in enabled and skills.answers_forget_question(self.session, caller, last):
                     # The reply to "delete your notes?": a yes goes to the tool (which checks it again); a no is
@@ -374,41 +378,8 @@ server = Server(
 capacity = pipeline.Capacity(server, settings.max_sessions, settings.livekit_target_load)
 
 
-_leak_state: dict = {"jobs": 0, "last": None}
-
-
-def _leak_debug() -> None:  # TEMPORARY diagnostic (VOICE_AGENT_LEAK_DEBUG=N: every N jobs)
-    import collections
-    import gc
-    import os
-
-    every = int(os.environ.get("VOICE_AGENT_LEAK_DEBUG", "0") or 0)
-    if not every:
-        return
-    _leak_state["jobs"] += 1
-    if _leak_state["jobs"] % every:
-        return
-    gc.collect()
-    counts = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
-    last = _leak_state["last"] or collections.Counter()
-    grown = sorted(((n - last.get(k, 0), k, n) for k, n in counts.items()), reverse=True)[:25]
-    keys = ("AgentSession", "JobContext", "Room", "PersonaAgent", "RoomIO", "TurnClock", "ndarray", "Task")
-    watched = {k: sum(n for t, n in counts.items() if t.endswith("." + k)) for k in keys}
-    logger.warning(
-        "LEAKDEBUG jobs=%d objects=%d clocks=%d threads=%s watched=%s grown=%s",
-        _leak_state["jobs"],
-        sum(counts.values()),
-        len(waterfall._clocks),
-        sorted(collections.Counter(t.name.rstrip("0123456789_") for t in __import__("threading").enumerate()).items()),
-        watched,
-        [(d, k, n) for d, k, n in grown],
-    )
-    _leak_state["last"] = counts
-
-
 @server.rtc_session(agent_name=settings.agent_name, on_request=capacity.on_request)
 async def entrypoint(ctx: JobContext) -> None:
-    _leak_debug()  # TEMPORARY diagnostic
     capacity.started(ctx.job.id)
     if pipeline.dispatch_options(ctx.job.metadata).get("mode") == "echo":
         await echo.run(ctx)

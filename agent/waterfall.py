@@ -113,10 +113,10 @@ def attach(session: AgentSession, room: rtc.Room | None = None) -> TurnClock:
     room_ref = weakref.ref(room) if room is not None else None
 
     def publish(record: dict) -> None:
-        room = room_ref() if room_ref is not None else None
-        if room is None or not room.isconnected():
+        target = room_ref() if room_ref is not None else None
+        if target is None or not target.isconnected():
             return
-        task = asyncio.ensure_future(room.local_participant.send_text(json.dumps(record), topic=TOPIC))
+        task = asyncio.ensure_future(target.local_participant.send_text(json.dumps(record), topic=TOPIC))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

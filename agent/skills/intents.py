@@ -213,8 +213,16 @@ NOT_NOW = re.compile(
 )
 TIME_WORDS = re.compile(r"\b(?:time|date|day|today|month|year|weekday|clock|hour)\b")
 TWO_REQUESTS = re.compile(
-    r"\b(?:and|also|then|plus)(?: also)?,? (?:what|what's|whats|how|tell me|can you|could you|convert|calculate)\b"
+    r"\b(?:and|also|then|plus)(?: also| then)?,? (?:what|what's|whats|how|tell me|can you|could you|convert|calculate"
+    r"|read|remind|save|remember|note|delete|give me)\b"
 )
+
+
+def two_requests(utterance: str) -> bool:
+    """ "What time is it in Tokyo, and what's 12 times 4?": one tool call would answer half of it."""
+    return bool(TWO_REQUESTS.search(_words(utterance)))
+
+
 ABOUT_WORDS = re.compile(r"\b(?:mean|means|meaning|define|definition|spell|spelled|pronounce|synonym)\b")
 LEAD_IN = re.compile(
     r"^(?:(?:um+|uh+|so|okay|ok|hey|well|oh|and|alright|right)[,.]?\s+)*"
@@ -309,9 +317,14 @@ class Intents:
                 return None
             what = DECLINES[cued[0] if cued else intent.split(":", 1)[1]][0]
             return Understood(intent, score, decline=f"Sorry, I can't {what} from here. {CAN_DO}")
-        if intent not in enabled:
+        if intent in NUMERIC:  # numbers either way: whichever of the two reads right ("500 grams and ounces")
+            intent, slots = next(
+                ((i, sl) for i in NUMERIC[intent] if i in enabled and (sl := SLOTS[i](text, home))), (intent, None)
+            )
+        elif intent in enabled:
+            slots = SLOTS[intent](text, home)
+        else:
             return None
-        slots = SLOTS[intent](text, home)
         if slots is None:
             return None
         if intent in ("calculate", "convert_units"):
@@ -346,17 +359,21 @@ def _time_slots(text: str, home: str) -> dict | None:
     spans = [(i, n) for n in (3, 2, 1) for i in range(len(words) - n + 1)]
     # A place after "in", "at", "for", "of", "over" first ("what time is it in new york"), then anywhere ("Auckland,
     # New Zealand: time check").
+    places: dict[str, str] = {}  # zone -> the place as said
     for i, n in sorted(
         spans, key=lambda span: span[0] == 0 or words[span[0] - 1] not in ("in", "at", "for", "of", "over")
     ):
         place = " ".join(words[i : i + n])
-        if place in STOP_PLACES:
+        if place in STOP_PLACES or any(place in said for said in places.values()):
             continue
         try:
-            clock.find_zone(place)
+            places.setdefault(clock.find_zone(place).key, place)
         except clock.UnknownPlace:
             continue
-        return {"location": place.title()}
+    if len(places) > 1:
+        return None  # "the time in New York, then in Paris": two answers, for the LLM
+    if places:
+        return {"location": next(iter(places.values())).title()}
     if re.search(r"\b(?:in|at|for|over) (?!the\b|a\b|my\b|here\b|now\b|today\b)[a-z]", text):
         return None  # a place was named, and it is not one the clock knows: the LLM says so
     return {"location": home} if TIME_WORDS.search(text) else None
@@ -381,15 +398,22 @@ def _calculate_slots(text: str, home: str) -> dict | None:
     numeric = re.sub(r"\bmultiply (\d+(?:\.\d+)?) (?:by|and) (\d+(?:\.\d+)?)", r"\1 * \2", numeric)
     numeric = re.sub(r"\bsubtract (\d+(?:\.\d+)?) from (\d+(?:\.\d+)?)", r"\2 - \1", numeric)
     numeric = re.sub(r"\bdivide (\d+(?:\.\d+)?) by (\d+(?:\.\d+)?)", r"\1 / \2", numeric)
-    tokens = ARITHMETIC.findall(numeric)
-    expression = " ".join(tokens).replace("sqrt( ", "sqrt(")
-    if not any(op in tokens for op in ("+", "-", "*", "/", "**", "%", "sqrt(")) or len(tokens) < 2:
-        return None
-    try:
-        calculator.evaluate(expression)
-    except calculator.CalculationError:
-        return None
-    return {"expression": expression}
+    # Runs of arithmetic: two numbers with no operator between them start a new run ("quick one, 250 times 4").
+    runs: list[list[str]] = [[]]
+    for token in ARITHMETIC.findall(numeric):
+        if runs[-1] and token[0].isdigit() and runs[-1][-1][0].isdigit():
+            runs.append([])
+        runs[-1].append(token)
+    for run in sorted(runs, key=len, reverse=True):
+        if len(run) < 2 or not any(op in run for op in ("+", "-", "*", "/", "**", "%", "sqrt(")):
+            continue
+        expression = " ".join(run).replace("sqrt( ", "sqrt(")
+        try:
+            calculator.evaluate(expression)
+        except calculator.CalculationError:
+            continue
+        return {"expression": expression}
+    return None
 
 
 def _convert_slots(text: str, home: str) -> dict | None:
@@ -462,6 +486,7 @@ SELF_QUESTION = re.compile(
 )
 
 
+NUMERIC = {"calculate": ("calculate", "convert_units"), "convert_units": ("convert_units", "calculate")}
 SLOTS = {
     "get_time": _time_slots,
     "calculate": _calculate_slots,

@@ -35,6 +35,7 @@ def intents() -> Intents:
         ("Um, what's two and a half feet in centimetres?", "convert_units",
          {"value": 2.5, "from_unit": "feet", "to_unit": "centimetres"}),  # "um" is no micrometre
         ("What is 500g in ounces?", "convert_units", {"value": 500, "from_unit": "g", "to_unit": "ounces"}),
+        ("Okay, quick one, 320 times 3.", "calculate", {"expression": "320 * 3"}),  # "one" is no operand
     ],
 )  # fmt: skip
 def test_requests_in_other_words_become_the_right_call(intents, said, tool, arguments):
@@ -56,6 +57,9 @@ def test_requests_in_other_words_become_the_right_call(intents, said, tool, argu
         "What does the word 'memo' mean?",
         "Should I clear my notes before the trip?",  # advice, not a request
         "Don't delete my notes.",
+        # Two requests in one: a single call would answer half of it.
+        "What's the time in Tokyo, and what's 9 times 7?",
+        "Tell me the time in Madrid, then the time in Chicago.",
     ],
 )
 def test_look_alikes_and_unsure_requests_go_to_the_llm(intents, said):

@@ -136,8 +136,12 @@ async def test_the_addressed_person_is_answered_and_cross_talk_is_left_alone(gro
     assert said[-1].startswith("Alice: ") and "tokyo" in said[-1].lower(), said
     speakers = [line.split(":", 1)[0] for line in said[-3:]]
     assert speakers == ["Bob", "Carol", "Alice"], said
-    # The answer came from the tool the LLM called for Alice.
-    assert scripted_llm.requests[asked_before + 1]["messages"][-1]["role"] == "tool"
+    # The answer is the sentence of the tool the LLM called for Alice, said as it is: one LLM round, not a second one
+    # to phrase it.
+    assert len(scripted_llm.requests) == asked_before + 1, "the LLM was asked again to phrase the tool's result"
+    assert re.search(r"\bit is \d\d:\d\d on \w+day\b", heard(alice, alice.agent_identity)), heard(
+        alice, alice.agent_identity
+    )
 
     # Everyone's words went out under their own identity, and everyone saw the others'.
     for client in (alice, bob, carol):

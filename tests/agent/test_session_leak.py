@@ -50,4 +50,4 @@ async def test_sessions_are_freed_when_their_calls_end(tmp_path):
     gc.collect()
     alive = [n for n, (session, agent) in enumerate(ended) if session() is not None or agent() is not None]
     assert not alive, f"calls {alive} of {CALLS} are still held in memory after they ended"
-    assert len(waterfall._clocks) == clocks
+    assert len(waterfall._clocks) <= clocks  # (an earlier test's session may be collected meanwhile)

@@ -283,15 +283,15 @@ class Intents:
 
     def nearest(self, text: str) -> tuple[str, float, float]:
         """The nearest example's intent, its similarity, and its margin over the nearest other intent's example."""
-        scores = self._examples @ self._embed([text])[0]
-        best = int(np.argmax(scores))
-        intent = self._labels[best]
-        other = max((s for s, label in zip(scores, self._labels, strict=True) if label != intent), default=-1.0)
-        return intent, float(scores[best]), float(scores[best] - other)
+        scores = self._scores(text)
+        intent = self._labels[int(np.argmax(scores))]
+        return intent, float(scores.max()), self._margin(scores, lambda label: label != intent)
 
-    def margin_over(self, text: str, others: Callable[[str], bool]) -> float:
+    def _scores(self, text: str) -> np.ndarray:
+        return self._examples @ self._embed([text])[0]
+
+    def _margin(self, scores: np.ndarray, others: Callable[[str], bool]) -> float:
         """How much nearer the nearest example is than the nearest example whose intent `others` picks."""
-        scores = self._examples @ self._embed([spoken_numbers(text)])[0]
         other = max((s for s, label in zip(scores, self._labels, strict=True) if others(label)), default=-1.0)
         return float(scores.max() - other)
 
@@ -304,7 +304,9 @@ class Intents:
         # "Um, I want you to remember that ...": the router's strict note check, on the request without its lead-in.
         if "save_note" in enabled and (note := router.note_to_save(LEAD_IN.sub("", utterance.strip()))):
             return Understood("save_note", 1.0, route=Route("save_note", {"text": note}))
-        intent, score, margin = self.nearest(spoken_numbers(text))
+        scores = self._scores(spoken_numbers(text))  # one embedding per request
+        intent, score = self._labels[int(np.argmax(scores))], float(scores.max())
+        margin = self._margin(scores, lambda label: label != intent)
         if intent == "none" or score < min(NEAR.values()):
             return None
         if intent.startswith("decline:"):
@@ -313,7 +315,7 @@ class Intents:
             cued = [k for k, (_, cue) in DECLINES.items() if re.search(cue, text)]
             if score < NEAR["cue" if cued else "words"]:
                 return None
-            if self.margin_over(text, lambda label: not label.startswith("decline:")) < (0.0 if cued else MARGIN):
+            if self._margin(scores, lambda label: not label.startswith("decline:")) < (0.0 if cued else MARGIN):
                 return None
             what = DECLINES[cued[0] if cued else intent.split(":", 1)[1]][0]
             return Understood(intent, score, decline=f"Sorry, I can't {what} from here. {CAN_DO}")
